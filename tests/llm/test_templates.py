@@ -1,0 +1,77 @@
+import pytest
+
+from tokencompose.llm import (
+    IGNORE_INDEX,
+    IMAGE_TOKEN_ID,
+    ConversationEncoder,
+    HFChatTemplate,
+    PlainTemplate,
+    SequenceTooLong,
+    VicunaV1Template,
+)
+
+CONVERSATION = [
+    {"from": "human", "value": "<image>\nwhat color is the circle ?"},
+    {"from": "gpt", "value": "red"},
+    {"from": "human", "value": "how many shapes are there ?"},
+    {"from": "gpt", "value": "two"},
+]
+
+
+def test_vicuna_v1_renders_llava_format(text_tokenizer):
+    segments = VicunaV1Template(system="SYS").segments(CONVERSATION, text_tokenizer)
+    text = "".join(s.text for s in segments)
+    assert text == (
+        "SYS USER: <image>\nwhat color is the circle ? ASSISTANT: red</s>"
+        "USER: how many shapes are there ? ASSISTANT: two</s>"
+    )
+    assert [s.text for s in segments if s.is_target] == [" red</s>", " two</s>"]
+    prompt = VicunaV1Template(system="SYS").segments(CONVERSATION, text_tokenizer, add_generation_prompt=True)
+    assert "".join(s.text for s in prompt).endswith("how many shapes are there ? ASSISTANT:")
+
+
+def test_plain_template_targets_only_the_caption(text_tokenizer):
+    segments = PlainTemplate().segments(CONVERSATION[:2], text_tokenizer)
+    assert [(s.text, s.is_target) for s in segments] == [("<image>", False), ("red\n", True)]
+
+
+def test_encoder_labels_only_answers(text_tokenizer):
+    encoder = ConversationEncoder(text_tokenizer, VicunaV1Template(), max_length=512, visual_tokens_per_image=10)
+    encoded = encoder.encode(CONVERSATION)
+    assert encoded.input_ids[0] == text_tokenizer.bos_token_id
+    assert encoded.input_ids.count(IMAGE_TOKEN_ID) == 1
+    targets = [i for i, label in zip(encoded.input_ids, encoded.labels, strict=True) if label != IGNORE_INDEX]
+    assert text_tokenizer.convert_ids_to_tokens(targets) == ["red", "</s>", "two", "</s>"]
+
+
+def test_length_guard_cuts_text_never_visual_tokens(text_tokenizer):
+    encoder = ConversationEncoder(text_tokenizer, VicunaV1Template(system="a"), max_length=20, visual_tokens_per_image=8)
+    encoded = encoder.encode(CONVERSATION)
+    assert encoder.expanded_length(encoded.input_ids) == 20
+    assert IMAGE_TOKEN_ID in encoded.input_ids
+    tight = ConversationEncoder(text_tokenizer, VicunaV1Template(system="a"), max_length=6, visual_tokens_per_image=8)
+    with pytest.raises(SequenceTooLong, match="max_length=6"):
+        tight.encode(CONVERSATION)
+
+
+def test_hf_chat_template_segments(text_tokenizer):
+    tokenizer = text_tokenizer.__class__(tokenizer_object=text_tokenizer.backend_tokenizer, eos_token="</s>",
+                                         bos_token="<s>", pad_token="<pad>", unk_token="<unk>")
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'] | upper }} : {{ m['content'] }}"
+        "{% if m['role'] == 'assistant' %}</s>{% endif %} {% endfor %}"
+        "{% if add_generation_prompt %}ASSISTANT :{% endif %}"
+    )
+    segments = HFChatTemplate().segments(CONVERSATION, tokenizer)
+    assert [s.text for s in segments if s.is_target] == [" red</s> ", " two</s> "]
+    assert "".join(s.text for s in segments) == tokenizer.apply_chat_template(
+        [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in CONVERSATION],
+        tokenize=False,
+    )
+    with pytest.raises(ValueError, match="chat_template"):
+        HFChatTemplate().segments(CONVERSATION, text_tokenizer)
+
+
+def test_bad_conversation_names_the_turn(text_tokenizer):
+    with pytest.raises(ValueError, match="turn 1"):
+        VicunaV1Template().segments([{"from": "human", "value": "q"}, {"from": "robot", "value": "a"}], text_tokenizer)

@@ -1,0 +1,65 @@
+"""Hugging Face CLIP vision towers (``CLIPVisionModel`` / ``CLIPVisionModelWithProjection``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import Tensor
+from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
+
+from tokencompose.encoders.base import VisionEncoder
+from tokencompose.types import EncoderOutput
+
+
+class HFCLIPEncoder(VisionEncoder):
+    """A Hugging Face CLIP vision tower behind the ``VisionEncoder`` interface.
+
+    Args:
+        name_or_path: a hub name or a local directory written by ``save_pretrained`` (real weights).
+        config: a ``CLIPVisionConfig`` as a dict, for random weights (tiny test models); exclusive with
+            ``name_or_path``.
+        with_projection: use ``CLIPVisionModelWithProjection`` so ``embedding`` is the projected CLIP image
+            embedding; otherwise ``embedding`` is the post-layernorm CLS (as in LLaVA's vision tower).
+        select_layer: index into the hidden states (embeddings + every block) for CLS and patches;
+            LLaVA uses -2, the second-to-last block's output.
+        freeze: no gradients, always in eval mode.
+    """
+
+    def __init__(
+        self,
+        *,
+        name_or_path: str | None = None,
+        config: dict[str, Any] | None = None,
+        with_projection: bool = True,
+        select_layer: int = -2,
+        freeze: bool = True,
+    ) -> None:
+        super().__init__(select_layer=select_layer, freeze=freeze)
+        if (name_or_path is None) == (config is None):
+            raise ValueError("HFCLIPEncoder: give exactly one of `name_or_path` (real weights) or `config` (random)")
+        model_cls = CLIPVisionModelWithProjection if with_projection else CLIPVisionModel
+        if name_or_path is not None:
+            self.model = model_cls.from_pretrained(name_or_path)
+        else:
+            self.model = model_cls(CLIPVisionConfig(**config))
+        cfg: CLIPVisionConfig = self.model.config
+        self.with_projection = with_projection
+        self.hidden_size = cfg.hidden_size
+        self.embed_dim = cfg.projection_dim if with_projection else cfg.hidden_size
+        self.image_size = cfg.image_size
+        self.patch_size = cfg.patch_size
+        # CLIP's published normalisation (the values CLIPImageProcessor ships with).
+        self.image_mean = (0.48145466, 0.4578275, 0.40821073)
+        self.image_std = (0.26862954, 0.26130258, 0.27577711)
+        self._apply_freeze()
+
+    def forward(self, pixels: Tensor) -> EncoderOutput:
+        """(B, 3, S, S) -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De))."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            out = self.model(pixel_values=pixels, output_hidden_states=True)
+        hidden = out.hidden_states[self.select_layer]  # (B, 1 + h*w, Dv)
+        embedding = out.image_embeds if self.with_projection else out.pooler_output
+        patches = rearrange(hidden[:, 1:], "b (h w) d -> b h w d", h=self.grid_size)
+        return EncoderOutput(cls=hidden[:, 0], patches=patches, embedding=embedding)

@@ -1,0 +1,34 @@
+"""The LLM side: adapter over transformers causal LMs, chat templates, conversation encoding, fusion, decoding."""
+
+from tokencompose.llm.causal_lm import CausalLM, LoraSettings, causal_lm_loss
+from tokencompose.llm.conversation import (
+    IGNORE_INDEX,
+    IMAGE_TOKEN_ID,
+    ConversationEncoder,
+    EncodedConversation,
+    SequenceTooLong,
+)
+from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
+from tokencompose.llm.generation import greedy_generate
+from tokencompose.llm.templates import ChatTemplate, HFChatTemplate, PlainTemplate, Segment, VicunaV1Template
+from tokencompose.llm.text_tokenizer import load_text_tokenizer
+
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGE_TOKEN_ID",
+    "CausalLM",
+    "ChatTemplate",
+    "ConversationEncoder",
+    "EncodedConversation",
+    "FusedInputs",
+    "HFChatTemplate",
+    "LoraSettings",
+    "PlainTemplate",
+    "Segment",
+    "SequenceTooLong",
+    "VicunaV1Template",
+    "causal_lm_loss",
+    "fuse_visual_tokens",
+    "greedy_generate",
+    "load_text_tokenizer",
+]

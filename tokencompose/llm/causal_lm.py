@@ -1,0 +1,124 @@
+"""Adapter over any ``transformers`` causal LM: embeddings in, logits/loss out, optional LoRA through peft."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from tokencompose.llm.conversation import IGNORE_INDEX
+
+
+@dataclass
+class LoraSettings:
+    """LoRA through peft: rank, scale, dropout and the module names to adapt (LLaMA's attention + MLP)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Next-token cross entropy, mean over target positions: (B, L, V), (B, L) -> scalar."""
+    shifted = labels[:, 1:]
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), shifted.flatten(), ignore_index=IGNORE_INDEX, reduction="mean"
+    )
+
+
+class CausalLM(L.LightningModule):
+    """A Hugging Face causal LM driven through ``inputs_embeds``.
+
+    Args:
+        text_tokenizer: the LLM's text tokenizer (recipes build it with ``load_text_tokenizer``).
+        name_or_path: hub name or local ``save_pretrained`` directory (real weights).
+        config: a model config as a dict with ``model_type`` (random weights); ``vocab_size`` defaults to the
+            text tokenizer's length. Exclusive with ``name_or_path``.
+        freeze: keep the LLM's own weights fixed (LLaVA stage 1); LoRA adapters still train.
+        lora: add LoRA adapters (peft); the base weights are then frozen.
+        gradient_checkpointing: trade compute for activation memory.
+        dtype: weight dtype for real checkpoints, e.g. ``bfloat16``.
+        trust_remote_code: only when you trust the checkpoint's code.
+    """
+
+    def __init__(
+        self,
+        *,
+        text_tokenizer: PreTrainedTokenizerBase,
+        name_or_path: str | None = None,
+        config: dict[str, Any] | None = None,
+        freeze: bool = False,
+        lora: LoraSettings | None = None,
+        gradient_checkpointing: bool = False,
+        dtype: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        if (name_or_path is None) == (config is None):
+            raise ValueError("CausalLM: give exactly one of `name_or_path` (real weights) or `config` (random)")
+        self.text_tokenizer = text_tokenizer
+        if name_or_path is not None:
+            model = AutoModelForCausalLM.from_pretrained(
+                name_or_path, dtype=getattr(torch, dtype) if dtype else None, trust_remote_code=trust_remote_code
+            )
+        else:
+            config = dict(config)
+            if "model_type" not in config:
+                raise ValueError("CausalLM: `config` needs a `model_type` (e.g. 'llama')")
+            config.setdefault("vocab_size", len(text_tokenizer))
+            config.setdefault("pad_token_id", text_tokenizer.pad_token_id)
+            config.setdefault("bos_token_id", text_tokenizer.bos_token_id)
+            config.setdefault("eos_token_id", text_tokenizer.eos_token_id)
+            model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+        vocab = model.get_input_embeddings().num_embeddings
+        if len(text_tokenizer) > vocab:
+            raise ValueError(
+                f"CausalLM: the text tokenizer has {len(text_tokenizer)} tokens but the LLM's embedding has {vocab} "
+                "rows; they do not belong together"
+            )
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        self.freeze = freeze
+        if freeze:
+            model.requires_grad_(False)
+        if lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(
+                model,
+                LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules),
+            )
+        self.model: PreTrainedModel = model
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().embedding_dim
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """(B, T) long -> (B, T, D). Negative ids (image placeholders) embed as the pad row; fusion overwrites them."""
+        return self.model.get_input_embeddings()(input_ids.clamp(min=0))
+
+    def forward(
+        self,
+        inputs_embeds: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor,
+        past_key_values: Any = None,
+        use_cache: bool = False,
+    ) -> Any:
+        """inputs_embeds (B, L, D), attention_mask (B, L_total), position_ids (B, L) -> HF output (logits (B, L, V))."""
+        return self.model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+        )

@@ -1,0 +1,70 @@
+"""Fusion of visual tokens into the text embeddings at the image placeholders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tokencompose.llm.conversation import IGNORE_INDEX
+
+
+@dataclass
+class FusedInputs:
+    """What the LLM consumes. inputs_embeds (B, L, D); attention_mask, position_ids, labels: (B, L)."""
+
+    inputs_embeds: Tensor
+    attention_mask: Tensor
+    position_ids: Tensor
+    labels: Tensor | None
+
+
+def fuse_visual_tokens(
+    input_ids: Tensor,
+    text_embeds: Tensor,
+    attention_mask: Tensor,
+    visual: Tensor,
+    visual_valid: Tensor,
+    image_token_id: int,
+    labels: Tensor | None = None,
+    left_pad: bool = False,
+) -> FusedInputs:
+    """Each placeholder in ``input_ids`` is replaced by one image's N visual tokens.
+
+    input_ids (B, T) with one ``image_token_id`` per image, images in row-major order; text_embeds (B, T, D);
+    attention_mask (B, T); visual (I, N, D) and visual_valid (I, N) for the I placeholders; labels (B, T).
+    Returns tensors of length L = max_b(T_b + images_b * (N - 1)). Invalid visual slots (an image with fewer
+    objects than slots) get attention 0 and no position: with ``position_ids = cumsum(mask) - 1`` the result
+    equals removing them. ``left_pad`` right-aligns rows (for generation), else rows are left-aligned.
+    """
+    batch, length = input_ids.shape
+    num_images, per_image, width = visual.shape
+    is_image = input_ids == image_token_id  # (B, T)
+    if int(is_image.sum()) != num_images:
+        raise ValueError(f"{int(is_image.sum())} image placeholders in input_ids but {num_images} images")
+    span = torch.where(is_image, per_image, 1)  # (B, T): positions each input token takes
+    end = span.cumsum(1)
+    start = end - span  # (B, T): where each input token lands
+    row_length = end[:, -1]
+    out_length = int(row_length.max())
+    if left_pad:
+        start = start + (out_length - row_length)[:, None]
+
+    embeds = text_embeds.new_zeros(batch, out_length, width)
+    mask = attention_mask.new_zeros(batch, out_length)
+    new_labels = None if labels is None else labels.new_full((batch, out_length), IGNORE_INDEX)
+
+    rows, cols = (~is_image).nonzero(as_tuple=True)
+    embeds[rows, start[rows, cols]] = text_embeds[rows, cols]
+    mask[rows, start[rows, cols]] = attention_mask[rows, cols]
+    if new_labels is not None:
+        new_labels[rows, start[rows, cols]] = labels[rows, cols]
+
+    rows, cols = is_image.nonzero(as_tuple=True)  # row-major: the i-th hit is the i-th image
+    slots = start[rows, cols][:, None] + torch.arange(per_image, device=input_ids.device)  # (I, N)
+    embeds[rows[:, None], slots] = visual.to(embeds.dtype)
+    mask[rows[:, None], slots] = visual_valid.to(mask.dtype)
+
+    position_ids = (mask.long().cumsum(1) - 1).clamp(min=0)
+    return FusedInputs(embeds, mask, position_ids, new_labels)

@@ -1,0 +1,208 @@
+"""The VLM system: encoder -> visual tokenizers -> scaler -> projectors -> fusion -> causal LM."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import MeanMetric
+
+from tokencompose.checkpoints import load_weights
+from tokencompose.compose import compose_streams
+from tokencompose.encoders.base import VisionEncoder
+from tokencompose.llm.causal_lm import CausalLM, causal_lm_loss
+from tokencompose.llm.conversation import IMAGE_TOKEN_ID, ConversationEncoder
+from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
+from tokencompose.llm.generation import greedy_generate
+from tokencompose.llm.templates import ChatTemplate, VicunaV1Template
+from tokencompose.optimization import Optimization, warmup_cosine
+from tokencompose.projectors.base import MLPProjector, ProjectorFactory
+from tokencompose.scalers.base import NoScaler, StreamScaler
+from tokencompose.tokenizers.base import VisualTokenizer
+from tokencompose.types import ObjectMasks, VisualSequence, VLMBatch
+
+PARTS = ("encoder", "tokenizers", "scaler", "projectors", "llm")
+
+
+def normalise_answer(text: str) -> str:
+    return " ".join(text.lower().replace("</s>", " ").split())
+
+
+class VLM(L.LightningModule):
+    """A vision-language model composed from interchangeable parts.
+
+    Args:
+        encoder: the vision encoder.
+        tokenizers: named visual tokenizers; their streams reach the LLM in this order, e.g.
+            ``{"cls": GlobalTokenizer, "patch": PatchPoolTokenizer, "objects": ObjectTokenizer}``.
+        llm: the causal LM adapter (owns the text tokenizer).
+        scaler: rescales streams before projection (default: none).
+        projector: projector class with its options; widths come from the tokenizers and the LLM.
+        shared_projector: one projector for all streams (their widths must agree) or one per stream.
+        template: chat template for conversations (default LLaVA's ``vicuna_v1``).
+        max_length: longest sequence the LLM sees after visual tokens are expanded.
+        max_new_tokens: generation length for validation and prediction.
+        optimization: AdamW + warmup/cosine settings, per-part learning rates.
+        init_weights: a checkpoint whose matching tensors initialise this model (e.g. stage 1's projector
+            for stage 2); unlike ``--ckpt_path`` it does not resume optimiser or step.
+    """
+
+    def __init__(
+        self,
+        *,
+        encoder: VisionEncoder,
+        tokenizers: dict[str, VisualTokenizer],
+        llm: CausalLM,
+        scaler: StreamScaler | None = None,
+        projector: ProjectorFactory | None = None,
+        shared_projector: bool = True,
+        template: ChatTemplate | None = None,
+        max_length: int = 2048,
+        max_new_tokens: int = 16,
+        optimization: Optimization | None = None,
+        init_weights: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not tokenizers:
+            raise ValueError("VLM: `tokenizers` is empty; give at least one visual tokenizer")
+        self.encoder = encoder
+        self.tokenizers = nn.ModuleDict(tokenizers)
+        self.scaler = scaler if scaler is not None else NoScaler()
+        self.scaler.check_streams(self.tokenizers.keys())
+        self.llm = llm
+        self.shared_projector = shared_projector
+        self.projectors = self._build_projectors(projector or MLPProjector, shared_projector)
+        self.template = template if template is not None else VicunaV1Template()
+        self.max_length = max_length
+        self.max_new_tokens = max_new_tokens
+        self.optimization = optimization if optimization is not None else Optimization()
+        unknown = set(self.optimization.learning_rates or {}) - set(PARTS)
+        if unknown:
+            raise ValueError(f"optimization.learning_rates: unknown part(s) {sorted(unknown)}; allowed: {list(PARTS)}")
+        self.val_accuracy = MeanMetric()
+        if init_weights is not None:
+            load_weights(self, init_weights)
+
+    # ------------------------------------------------------------------ composition
+    def stream_widths(self) -> dict[str, int]:
+        return {name: tok.output_width(self.encoder) for name, tok in self.tokenizers.items()}
+
+    def _build_projectors(self, projector: ProjectorFactory, shared: bool) -> nn.ModuleDict:
+        widths = self.stream_widths()
+        if shared:
+            if len(set(widths.values())) > 1:
+                raise ValueError(
+                    f"shared_projector=true needs one input width, but the streams have {widths}; set "
+                    "`shared_projector: false` (one projector per stream) or choose tokenizers of equal width"
+                )
+            return nn.ModuleDict({"shared": projector(next(iter(widths.values())), self.llm.hidden_size)})
+        return nn.ModuleDict({name: projector(width, self.llm.hidden_size) for name, width in widths.items()})
+
+    def visual_tokens_per_image(self) -> dict[str, int]:
+        """Token slots per image for each stream (the budget), before any image is seen."""
+        return {name: tok.num_tokens(self.encoder) for name, tok in self.tokenizers.items()}
+
+    def conversation_encoder(self) -> ConversationEncoder:
+        """What the data pipeline needs to tokenise conversations for this model."""
+        return ConversationEncoder(
+            text_tokenizer=self.llm.text_tokenizer,
+            template=self.template,
+            max_length=self.max_length,
+            visual_tokens_per_image=sum(self.visual_tokens_per_image().values()),
+        )
+
+    def encode_images(self, pixels: Tensor, objects: ObjectMasks | None = None) -> VisualSequence:
+        """(B, 3, S, S) (+ masks) -> VisualSequence(tokens (B, N, D_llm), valid (B, N), kind (N,))."""
+        features = self.encoder(pixels)
+        streams = {name: tok(features, objects) for name, tok in self.tokenizers.items()}
+        streams = self.scaler(streams)
+        return compose_streams(streams, self.projectors, self.shared_projector)
+
+    def fuse(self, batch: VLMBatch, for_generation: bool = False) -> FusedInputs:
+        """Text embeddings with each image placeholder replaced by that image's visual tokens."""
+        input_ids = batch.prompt_ids if for_generation else batch.input_ids
+        mask = batch.prompt_mask if for_generation else batch.attention_mask
+        has_image = (input_ids == IMAGE_TOKEN_ID).any(1)  # (B,): text-only samples carry no visual tokens
+        visual = self.encode_images(batch.pixels, batch.objects)
+        return fuse_visual_tokens(
+            input_ids,
+            self.llm.embed(input_ids),
+            mask,
+            visual.tokens[has_image],
+            visual.valid[has_image],
+            IMAGE_TOKEN_ID,
+            labels=None if for_generation else batch.labels,
+            left_pad=for_generation,
+        )
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, batch: VLMBatch) -> tuple[Tensor, Tensor]:
+        """VLMBatch -> (logits (B, L, V), loss)."""
+        fused = self.fuse(batch)
+        logits = self.llm(fused.inputs_embeds, fused.attention_mask, fused.position_ids).logits
+        return logits, causal_lm_loss(logits, fused.labels)
+
+    def training_step(self, batch: VLMBatch, batch_idx: int) -> Tensor:
+        _, loss = self(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: VLMBatch, batch_idx: int) -> None:
+        _, loss = self(batch)
+        predictions = self.generate(batch)
+        correct = torch.tensor(
+            [normalise_answer(p) == normalise_answer(a) for p, a in zip(predictions, batch.answers, strict=True)],
+            dtype=torch.float,
+        )
+        self.val_accuracy.update(correct)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log("val/accuracy", self.val_accuracy, prog_bar=True, batch_size=len(batch))
+
+    def predict_step(self, batch: VLMBatch, batch_idx: int) -> list[dict[str, Any]]:
+        start = time.perf_counter()
+        visual_valid = self.encode_images(batch.pixels, batch.objects).valid
+        predictions = self.generate(batch)
+        seconds = (time.perf_counter() - start) / len(batch)
+        return [
+            {
+                "key": key,
+                "question_type": qtype,
+                "prediction": prediction,
+                "answer": answer,
+                "visual_tokens": int(n),
+                "seconds": seconds,
+            }
+            for key, qtype, prediction, answer, n in zip(
+                batch.keys, batch.question_types, predictions, batch.answers, visual_valid.sum(1).tolist(), strict=True
+            )
+        ]
+
+    @torch.no_grad()
+    def generate(self, batch: VLMBatch, max_new_tokens: int | None = None, use_cache: bool = True) -> list[str]:
+        """Greedy answers to the batch's prompts (left-padded, so results do not depend on the batch)."""
+        ids = greedy_generate(
+            self.llm, self.fuse(batch, for_generation=True), max_new_tokens or self.max_new_tokens, use_cache
+        )
+        return self.llm.text_tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = self.optimization
+        groups = []
+        for part in PARTS:
+            params = [p for p in getattr(self, part).parameters() if p.requires_grad]
+            if params:
+                lr = (opt.learning_rates or {}).get(part, opt.lr)
+                groups.append({"params": params, "lr": lr, "name": part})
+        optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+        total = self.trainer.estimated_stepping_batches
+        if total == float("inf"):
+            raise ValueError("the learning-rate schedule needs a known length: set `trainer.max_steps`")
+        schedule = LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, int(total), opt.warmup_ratio, opt.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

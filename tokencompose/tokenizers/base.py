@@ -1,0 +1,30 @@
+"""The visual-tokenizer interface: encoder features (+ object masks) in, a ``TokenStream`` out."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import lightning as L
+
+from tokencompose.encoders.base import VisionEncoder
+from tokencompose.types import EncoderOutput, ObjectMasks, TokenStream
+
+
+class VisualTokenizer(L.LightningModule):
+    """Turns encoder features into one stream of visual tokens (with a validity mask).
+
+    Every tokenizer can say, before running, how many tokens it emits per image and at what width, so that
+    projectors are sized and costs computed without a forward pass.
+    """
+
+    @abstractmethod
+    def forward(self, features: EncoderOutput, objects: ObjectMasks | None = None) -> TokenStream:
+        """EncoderOutput (+ ObjectMasks) -> TokenStream(tokens (B, N, D), valid (B, N))."""
+
+    @abstractmethod
+    def num_tokens(self, encoder: VisionEncoder) -> int:
+        """The number of token slots per image (the N of the returned stream) for this encoder."""
+
+    @abstractmethod
+    def output_width(self, encoder: VisionEncoder) -> int:
+        """The width D of the returned tokens for this encoder."""

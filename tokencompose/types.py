@@ -1,0 +1,111 @@
+"""Typed boundaries between components: what an encoder returns, what a visual tokenizer returns.
+
+Shape letters used across the package:
+    B batch, I images, h/w patch grid, D width, N tokens, K masks/objects, H/W image pixels, T text tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class EncoderOutput:
+    """What every vision encoder returns for a batch of images.
+
+    cls:       (B, Dv)      CLS token of the selected layer.
+    patches:   (B, h, w, Dv) patch tokens of the selected layer, in raster order.
+    embedding: (B, De)      final (projected) image embedding, the space MaskInversion works in.
+    """
+
+    cls: Tensor
+    patches: Tensor
+    embedding: Tensor
+
+
+@dataclass
+class ObjectMasks:
+    """Object masks that come with the images (ground truth, or precomputed proposals).
+
+    masks:  (B, K, H, W) bool, on the same padded square image the encoder sees.
+    scores: (B, K) float, higher is more confident (detector score; 1.0 for ground truth).
+    valid:  (B, K) bool, False for padding rows (images have different object counts).
+    """
+
+    masks: Tensor
+    scores: Tensor
+    valid: Tensor
+
+    @classmethod
+    def empty(cls, batch_size: int, height: int, width: int, device: torch.device | None = None) -> ObjectMasks:
+        return cls(
+            masks=torch.zeros(batch_size, 0, height, width, dtype=torch.bool, device=device),
+            scores=torch.zeros(batch_size, 0, device=device),
+            valid=torch.zeros(batch_size, 0, dtype=torch.bool, device=device),
+        )
+
+
+@dataclass
+class TokenStream:
+    """Tokens of one kind (CLS, patches, objects, ...) for a batch of images.
+
+    tokens: (B, N, D) — rows where ``valid`` is False are padding and carry no information.
+    valid:  (B, N) bool.
+    """
+
+    tokens: Tensor
+    valid: Tensor
+
+    def __post_init__(self) -> None:
+        if self.tokens.shape[:2] != self.valid.shape:
+            raise ValueError(f"tokens {tuple(self.tokens.shape)} and valid {tuple(self.valid.shape)} disagree on (B, N)")
+
+    @property
+    def width(self) -> int:
+        return self.tokens.shape[-1]
+
+    def replace(self, tokens: Tensor) -> TokenStream:
+        return TokenStream(tokens=tokens, valid=self.valid)
+
+
+@dataclass
+class VisualSequence:
+    """All visual tokens of a batch of images, in the order the LLM sees them.
+
+    tokens: (B, N, D_llm); valid: (B, N) bool; kind: (N,) long — index into ``kinds`` per position.
+    """
+
+    tokens: Tensor
+    valid: Tensor
+    kind: Tensor
+    kinds: tuple[str, ...]
+
+
+@dataclass
+class VLMBatch:
+    """A collated batch, as the data pipeline hands it to the model.
+
+    pixels:         (B, 3, S, S) normalised, padded-to-square images (zeros for text-only samples).
+    input_ids:      (B, T) right-padded, one image placeholder per image; labels (B, T), -100 off target.
+    attention_mask: (B, T).
+    prompt_ids:     (B, Tp) left-padded prompts without the final answer, for generation; prompt_mask (B, Tp).
+    objects:        masks that came with the images, or None.
+    answers, keys, question_types: per sample, for evaluation.
+    """
+
+    pixels: Tensor
+    input_ids: Tensor
+    attention_mask: Tensor
+    labels: Tensor
+    prompt_ids: Tensor
+    prompt_mask: Tensor
+    objects: ObjectMasks | None
+    answers: list[str]
+    keys: list[str]
+    question_types: list[str]
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
