@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipes", type=Path, default=Path("recipes/tiny"), help="folder of the tiny recipes")
     parser.add_argument("--steps", type=int, default=None, help="override trainer.max_steps of both recipes")
     parser.add_argument("--out", type=Path, default=Path("runs/demo_results.md"), help="where to write the table")
+    parser.add_argument("overrides", nargs="*", help="recipe overrides for both schemes, after `--`")
     args = parser.parse_args(argv)
-    extra = [] if args.steps is None else ["--trainer.max_steps", str(args.steps)]
+    extra = ([] if args.steps is None else ["--trainer.max_steps", str(args.steps)]) + args.overrides
     results = []
     for scheme, file in SCHEMES:
         recipe = args.recipes / file

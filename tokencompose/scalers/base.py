@@ -6,7 +6,6 @@ from abc import abstractmethod
 from collections.abc import Iterable
 
 import lightning as L
-
 from torch import Tensor
 
 from tokencompose.types import TokenStream
