@@ -1,0 +1,104 @@
+import pickle
+
+import pytest
+import torch
+
+from tests.conftest import build_mask_llava
+from tokencompose.data import ShardDataModule, ShardStream, SyntheticShapes, decode_sample, iterate_shard, write_shard
+from tokencompose.data.processing import ImageTransform
+
+
+def keys_of(loader) -> list[str]:
+    return [key for batch in loader for key in batch.keys]
+
+
+@pytest.fixture
+def datamodule(synthetic_root, text_tokenizer):
+    dm = ShardDataModule(synthetic=SyntheticShapes(root=str(synthetic_root), train_samples=96, val_samples=32,
+                                                   samples_per_shard=32), batch_size=8)
+    dm.attach(build_mask_llava(text_tokenizer))
+    return dm
+
+
+def test_synthetic_shards_are_complete_and_not_rewritten(synthetic_root):
+    shards = sorted(synthetic_root.glob("train-*.tar"))
+    assert len(shards) == 3 and (synthetic_root / "text_tokenizer" / "tokenizer.json").exists()
+    assert sum(1 for shard in shards for _ in iterate_shard(str(shard))) == 96
+    before = [s.stat().st_mtime_ns for s in shards]
+    SyntheticShapes(root=str(synthetic_root), train_samples=96, val_samples=32, samples_per_shard=32).write()
+    assert [s.stat().st_mtime_ns for s in shards] == before
+
+
+def test_batches_carry_masks_and_generation_prompts(datamodule):
+    batch = next(iter(datamodule.val_dataloader()))
+    assert batch.pixels.shape == (8, 3, 64, 64) and batch.objects.masks.shape[2:] == (64, 64)
+    assert (batch.prompt_mask[:, -1] == 1).all()  # left padded
+    assert (batch.attention_mask[:, 0] == 1).all()  # right padded
+
+
+def test_val_pass_is_exact_and_train_epochs_reshuffle(datamodule):
+    val = keys_of(datamodule.val_dataloader())
+    assert len(val) == len(set(val)) == 32
+    train = datamodule.train_dataloader()
+    first, second = keys_of(train), keys_of(train)
+    assert sorted(first) == sorted(second) and len(set(first)) == 96
+    assert first != second
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_continues_the_same_sequence(datamodule, workers):
+    datamodule.num_workers = workers
+    loader = datamodule.train_dataloader()
+    keys_of(loader)  # epoch 0
+    epoch1 = [batch.keys for batch in loader]
+    resumed = datamodule.train_dataloader()
+    resumed.resume(epoch=1, batches=5)
+    assert [batch.keys for batch in resumed] == epoch1[5:]
+
+
+def test_bad_samples_are_skipped_and_counted_and_pickle_is_never_loaded(tmp_path, synthetic_root):
+    good = list(iterate_shard(str(sorted(synthetic_root.glob("val-*.tar"))[0])))[:3]
+    payload = pickle.dumps({"boom": 1})
+    samples = [
+        {"__key__": "ok", **{k: v for k, v in good[0].items() if not k.startswith("__")}},
+        {"__key__": "broken-png", "png": b"not a png", "json": good[1]["json"]},
+        {"__key__": "pickled", "pyd": payload, "json": good[2]["json"], "png": good[2]["png"]},
+    ]
+    shard = tmp_path / "bad.tar"
+    write_shard(shard, samples)
+    decoded = decode_sample(next(s for s in iterate_shard(str(shard)) if s["__key__"] == "pickled"))
+    assert decoded["pyd"] == payload  # left as bytes, never unpickled
+
+    def processor(sample):
+        assert not isinstance(sample.get("pyd"), dict)
+        return {"key": sample["__key__"], "image": sample["png"].size}
+
+    stream = ShardStream([str(shard)], processor, batch_size=1, shuffle=False)
+    assert [s["key"] for s in stream] == ["ok", "pickled"]
+    assert sum(stream.skipped.values()) == 1
+
+
+def test_write_shard_is_atomic(tmp_path):
+    shard = tmp_path / "s.tar"
+
+    def failing():
+        yield {"__key__": "a", "txt": b"x"}
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_shard(shard, failing())
+    assert not shard.exists() and not list(tmp_path.iterdir())
+
+
+def test_image_transform_pads_with_mean_and_keeps_masks_aligned():
+    from PIL import Image
+
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    masks = torch.zeros(1, 20, 40, dtype=torch.bool)
+    masks[0, :, :20] = True  # left half of the image
+    transform = ImageTransform(40, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    pixels, resized = transform(image, masks.numpy())
+    assert pixels.shape == (3, 40, 40) and resized.shape == (1, 40, 40)
+    assert resized[0, 10:30, :20].all() and not resized[0, :10].any()  # padded by 10 rows on top
+    assert torch.allclose(pixels[:, 0, 0], torch.tensor([0.0039, 0.0039, 0.0039]), atol=0.01)  # mean colour
+    assert torch.allclose(pixels[:, 20, 0], torch.tensor([1.0, -1.0, -1.0]))

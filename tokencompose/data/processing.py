@@ -1,0 +1,139 @@
+"""Per-sample processing (image -> pixels, masks, conversation -> ids) and collation into a ``VLMBatch``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from tokencompose.llm.conversation import IGNORE_INDEX, ConversationEncoder
+from tokencompose.types import ObjectMasks, VLMBatch
+
+
+def pad_to_square(image: Image.Image, fill: tuple[int, int, int]) -> tuple[Image.Image, tuple[int, int]]:
+    """LLaVA's ``expand2square``: centre the image on a square of ``fill``. Returns it and the (left, top) offset."""
+    width, height = image.size
+    side = max(width, height)
+    if width == height:
+        return image, (0, 0)
+    offset = ((side - width) // 2, (side - height) // 2)
+    square = Image.new("RGB", (side, side), fill)
+    square.paste(image, offset)
+    return square, offset
+
+
+@dataclass
+class ImageTransform:
+    """Pad to square with the mean colour, resize to the encoder's size (bicubic), normalise.
+
+    Masks get the same padding and a nearest resize, so they stay aligned with what the encoder sees.
+    """
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, image: Image.Image, masks: np.ndarray | None = None) -> tuple[Tensor, Tensor | None]:
+        """PIL image (+ (K, H, W) masks) -> pixels (3, S, S) float, masks (K, S, S) bool."""
+        fill = tuple(int(255 * m) for m in self.mean)
+        square, (left, top) = pad_to_square(image, fill)
+        if square.size != (self.image_size, self.image_size):
+            square = square.resize((self.image_size, self.image_size), Image.BICUBIC)
+        pixels = torch.from_numpy(np.asarray(square, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        pixels = (pixels - torch.tensor(self.mean)[:, None, None]) / torch.tensor(self.std)[:, None, None]
+        if masks is None:
+            return pixels, None
+        side = max(image.size)
+        padded = np.zeros((masks.shape[0], side, side), dtype=bool)
+        padded[:, top : top + masks.shape[1], left : left + masks.shape[2]] = masks
+        resized = F.interpolate(torch.from_numpy(padded)[None].float(), size=self.image_size, mode="nearest")
+        return pixels, resized[0].bool()
+
+
+@dataclass
+class SampleProcessor:
+    """A decoded shard sample -> tensors for one example (runs in data-loader workers)."""
+
+    transform: ImageTransform
+    conversations: ConversationEncoder
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        record = sample["json"]
+        image = next((sample[k] for k in ("png", "jpg", "jpeg", "webp") if k in sample), None)
+        masks = sample.get("masks.npy")
+        if image is None:  # text-only sample: LLaVA feeds a blank image that no placeholder refers to
+            size = self.transform.image_size
+            pixels, mask_tensor = torch.zeros(3, size, size), None
+        else:
+            pixels, mask_tensor = self.transform(image, masks)
+        conversation = record["conversations"]
+        full = self.conversations.encode(conversation)
+        prompt = self.conversations.encode(conversation, add_generation_prompt=True)
+        scores = [obj.get("score", 1.0) for obj in record.get("objects", [])]
+        return {
+            "key": sample["__key__"],
+            "pixels": pixels,
+            "masks": mask_tensor,
+            "scores": torch.tensor(scores[: 0 if mask_tensor is None else mask_tensor.shape[0]], dtype=torch.float),
+            "input_ids": full.input_ids,
+            "labels": full.labels,
+            "prompt_ids": prompt.input_ids,
+            "answer": conversation[-1]["value"] if conversation[-1]["from"] == "gpt" else "",
+            "question_type": record.get("question_type", "unknown"),
+        }
+
+
+def _pad(rows: list[list[int]], value: int, left: bool) -> tuple[Tensor, Tensor]:
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(length - len(row), length) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
+def _stack_objects(samples: list[dict[str, Any]], image_size: int) -> ObjectMasks | None:
+    if all(s["masks"] is None for s in samples):
+        return None
+    batch = len(samples)
+    most = max(0 if s["masks"] is None else s["masks"].shape[0] for s in samples)
+    masks = torch.zeros(batch, most, image_size, image_size, dtype=torch.bool)
+    scores = torch.zeros(batch, most)
+    valid = torch.zeros(batch, most, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        if s["masks"] is not None and s["masks"].shape[0]:
+            k = s["masks"].shape[0]
+            masks[i, :k], scores[i, :k], valid[i, :k] = s["masks"], s["scores"], True
+    return ObjectMasks(masks=masks, scores=scores, valid=valid)
+
+
+@dataclass
+class Collator:
+    """Samples -> ``VLMBatch``: right padding for training, left padding for generation prompts."""
+
+    pad_token_id: int
+
+    def __call__(self, samples: list[dict[str, Any]]) -> VLMBatch:
+        input_ids, attention_mask = _pad([s["input_ids"] for s in samples], self.pad_token_id, left=False)
+        labels, _ = _pad([s["labels"] for s in samples], IGNORE_INDEX, left=False)
+        prompt_ids, prompt_mask = _pad([s["prompt_ids"] for s in samples], self.pad_token_id, left=True)
+        pixels = torch.stack([s["pixels"] for s in samples])
+        return VLMBatch(
+            pixels=pixels,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            labels=labels,
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            objects=_stack_objects(samples, pixels.shape[-1]),
+            answers=[s["answer"] for s in samples],
+            keys=[s["key"] for s in samples],
+            question_types=[s["question_type"] for s in samples],
+        )
