@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from tests.conftest import build_mask_llava
-from tokencompose.data import ShardDataModule, ShardStream, SyntheticShapes, decode_sample, iterate_shard, write_shard
+from tokencompose.data import (
+    ShardDataModule,
+    ShardStream,
+    SyntheticShapes,
+    decode_sample,
+    iterate_shard,
+    write_shard,
+)
 from tokencompose.data.processing import ImageTransform
 
 

@@ -68,8 +68,17 @@ def test_hf_chat_template_segments(text_tokenizer):
         [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in CONVERSATION],
         tokenize=False,
     )
+    tokenizer.chat_template = None
     with pytest.raises(ValueError, match="chat_template"):
-        HFChatTemplate().segments(CONVERSATION, text_tokenizer)
+        HFChatTemplate().segments(CONVERSATION, tokenizer)
+
+
+def test_shapes_tokenizer_chat_template_gives_answer_targets(text_tokenizer):
+    encoder = ConversationEncoder(text_tokenizer, HFChatTemplate(), max_length=128, visual_tokens_per_image=4)
+    encoded = encoder.encode(CONVERSATION)
+    assert encoded.input_ids[0] == text_tokenizer.bos_token_id and encoded.input_ids.count(text_tokenizer.bos_token_id) == 1
+    targets = [i for i, label in zip(encoded.input_ids, encoded.labels, strict=True) if label != IGNORE_INDEX]
+    assert text_tokenizer.convert_ids_to_tokens(targets) == ["red", "</s>", "two", "</s>"]
 
 
 def test_bad_conversation_names_the_turn(text_tokenizer):

@@ -4,7 +4,12 @@ from tokencompose.data.datamodule import ShardDataModule, SyntheticShapes
 from tokencompose.data.processing import Collator, ImageTransform, SampleProcessor, pad_to_square
 from tokencompose.data.shards import decode_sample, iterate_shard, write_shard
 from tokencompose.data.stream import EpochLoader, ShardStream
-from tokencompose.data.synthetic import QUESTION_TYPES, ShapesGenerator, shapes_text_tokenizer, shapes_vocabulary
+from tokencompose.data.synthetic import (
+    QUESTION_TYPES,
+    ShapesGenerator,
+    shapes_text_tokenizer,
+    shapes_vocabulary,
+)
 
 __all__ = [
     "QUESTION_TYPES",

@@ -134,11 +134,21 @@ def shapes_vocabulary() -> list[str]:
     return list(seen)
 
 
+# A minimal chat template in the vocabulary's words, so ``HFChatTemplate`` can be exercised offline.
+SHAPES_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'user' %}USER : {{ m['content'] }} {% else %}ASSISTANT : {{ m['content'] }}{{ eos_token }} {% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}ASSISTANT :{% endif %}"
+)
+
+
 def shapes_text_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level Hugging Face tokenizer over ``shapes_vocabulary()``, built offline (no download)."""
     vocab = {word: i for i, word in enumerate(shapes_vocabulary())}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
     )
+    tokenizer.chat_template = SHAPES_CHAT_TEMPLATE
+    return tokenizer
