@@ -71,6 +71,8 @@ class VLM(L.LightningModule):
             raise ValueError("VLM: `tokenizers` is empty; give at least one visual tokenizer")
         self.encoder = encoder
         self.tokenizers = nn.ModuleDict(tokenizers)
+        for tokenizer in self.tokenizers.values():
+            tokenizer.attach(encoder)
         self.scaler = scaler if scaler is not None else NoScaler()
         self.scaler.check_streams(self.tokenizers.keys())
         self.llm = llm

@@ -33,11 +33,13 @@ class ObjectMasks:
     masks:  (B, K, H, W) bool, on the same padded square image the encoder sees.
     scores: (B, K) float, higher is more confident (detector score; 1.0 for ground truth).
     valid:  (B, K) bool, False for padding rows (images have different object counts).
+    embeddings: (B, K, De) precomputed object embeddings (MaskInversion), or None.
     """
 
     masks: Tensor
     scores: Tensor
     valid: Tensor
+    embeddings: Tensor | None = None
 
     @classmethod
     def empty(cls, batch_size: int, height: int, width: int, device: torch.device | None = None) -> ObjectMasks:

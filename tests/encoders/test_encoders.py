@@ -62,3 +62,27 @@ def test_open_clip_encoder_loads_named_model_from_checkpoint_file(tmp_path):
     encoder = OpenCLIPEncoder(model_name="tc-tiny-vit", pretrained=str(checkpoint))
     pixels = torch.randn(1, 3, 64, 64)
     assert_close(encoder(pixels).embedding, clip.visual(pixels))
+
+
+@pytest.mark.parametrize("kind", ["hf", "open_clip"])
+def test_explicit_blocks_equal_the_library(kind, hf_encoder, open_clip_encoder):
+    encoder = hf_encoder if kind == "hf" else open_clip_encoder
+    pixels = torch.randn(2, 3, 64, 64)
+    last = encoder.num_blocks - 1
+    x = encoder.block_input(pixels, last)
+    trace = encoder.trace_block(last, x)
+    assert trace.attention.shape == (2, 4, 65, 65)
+    assert_close(trace.attention.sum(-1), torch.ones(2, 4, 65))
+    # the last block's CLS through the final norm + projection is the library's image embedding
+    assert_close(encoder.project_pooled(trace.output[:, 0]), encoder(pixels).embedding, atol=1e-5, rtol=1e-4)
+    # and the block before the last reproduces the selected (-2) layer the encoder returns
+    previous = encoder.trace_block(last - 1, encoder.block_input(pixels, last - 1)).output
+    assert_close(previous[:, 1:], encoder(pixels).patches.flatten(1, 2), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["hf", "open_clip"])
+def test_pooled_block_output_equals_mean_of_block_output(kind, hf_encoder, open_clip_encoder):
+    encoder = hf_encoder if kind == "hf" else open_clip_encoder
+    x = encoder.block_input(torch.randn(2, 3, 64, 64), 1)
+    trace = encoder.trace_block(1, x)
+    assert_close(encoder.pooled_block_output(1, x, trace.context), trace.output.mean(1), atol=1e-5, rtol=1e-4)

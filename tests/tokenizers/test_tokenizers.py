@@ -98,3 +98,44 @@ def test_no_objects_and_empty_masks_give_no_valid_tokens():
 def test_object_tokenizer_requires_masks():
     with pytest.raises(ValueError, match="objects"):
         ObjectTokenizer()(features(), None)
+
+
+def test_stored_mask_inversion_embeddings_are_gathered_best_first(hf_encoder):
+    from tokencompose.tokenizers import MaskInversionEmbedding
+
+    feats = features(batch=1, grid=4)
+    masks = square_masks(1, [(0, 0, 4), (8, 8, 8), (4, 0, 4)])
+    stored = torch.randn(1, 3, 5)
+    objects = ObjectMasks(masks, torch.tensor([[0.2, 0.9, 0.5]]), torch.ones(1, 3, dtype=torch.bool), stored)
+    out = ObjectTokenizer(embedding=MaskInversionEmbedding(), max_objects=4)(feats, objects)
+    assert_close(out.tokens[0, :3], stored[0, [1, 2, 0]])
+    assert out.valid.tolist() == [[True, True, True, False]]
+    with pytest.raises(ValueError, match="annotate"):
+        ObjectTokenizer(embedding=MaskInversionEmbedding())(feats, ObjectMasks(masks, objects.scores, objects.valid))
+    with pytest.raises(ValueError, match="background"):
+        ObjectTokenizer(embedding=MaskInversionEmbedding(), background=True)
+
+
+def test_pseudo_inverse_maps_embeddings_into_patch_width(hf_encoder):
+    from tokencompose.tokenizers import MaskInversionEmbedding
+
+    embedding = MaskInversionEmbedding(to_patch_width=True)
+    embedding.attach(hf_encoder)
+    assert embedding.output_width(hf_encoder) == hf_encoder.hidden_size
+    projection = hf_encoder.projection_matrix()  # (Dv, De)
+    hidden = torch.randn(3, hf_encoder.hidden_size)
+    projected = hidden @ projection  # an embedding that is the projection of a hidden vector
+    feats = features(batch=1, grid=4, width=hf_encoder.hidden_size)
+    mapped, _ = embedding(feats, torch.ones(1, 3, 4, 4, dtype=torch.bool), projected[None])
+    assert_close(mapped[0] @ projection, projected, atol=1e-4, rtol=1e-4)  # projecting back recovers it
+
+
+def test_objects_are_oversampled_in_training_and_cut_at_test():
+    feats = features(batch=1, grid=4)
+    masks = square_masks(1, [(0, 0, 4), (8, 8, 8), (4, 0, 4), (12, 12, 4)])
+    objects = ObjectMasks(masks, torch.rand(1, 4), torch.ones(1, 4, dtype=torch.bool))
+    tokenizer = ObjectTokenizer(max_objects=2, train_max_objects=4)
+    tokenizer.train()
+    assert tokenizer(feats, objects).tokens.shape[1] == 4
+    tokenizer.eval()
+    assert tokenizer(feats, objects).tokens.shape[1] == 2

@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import dataclass
 
 import lightning as L
+import torch
 from torch import Tensor
 
 from tokencompose.types import EncoderOutput
+
+
+@dataclass
+class BlockTrace:
+    """One transformer block computed explicitly, so its attention is a node of the autograd graph.
+
+    output (B, T, C); attention (B, H, T, T) post-softmax; values and context (B, H, T, c), context =
+    attention @ values. T = 1 + h*w tokens (CLS first).
+    """
+
+    output: Tensor
+    attention: Tensor
+    values: Tensor
+    context: Tensor
 
 
 class VisionEncoder(L.LightningModule):
@@ -44,3 +60,44 @@ class VisionEncoder(L.LightningModule):
     @abstractmethod
     def forward(self, pixels: Tensor) -> EncoderOutput:
         """(B, 3, S, S) normalised pixels -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De))."""
+
+    # ---- explicit blocks, for explainability (LeGrad) and MaskInversion -----------------------------------
+    @property
+    @abstractmethod
+    def num_blocks(self) -> int:
+        """Number of transformer blocks."""
+
+    @abstractmethod
+    def block_input(self, pixels: Tensor, block: int) -> Tensor:
+        """(B, 3, S, S) -> (B, T, C): the tokens entering block ``block`` (0-based)."""
+
+    @abstractmethod
+    def attention_inputs(self, block: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
+        """Block input (B, T, C) -> queries, keys, values (B, H, T, c) and the softmax scale."""
+
+    @abstractmethod
+    def finish_block(self, block: int, x: Tensor, context: Tensor) -> Tensor:
+        """Block input (B, T, C) and attention context (B, H, T, c) -> block output (B, T, C)."""
+
+    def pooled_block_output(self, block: int, x: Tensor, context: Tensor) -> Tensor:
+        """The block output averaged over tokens: (B, T, C), (B, H, T, c) -> (B, C).
+
+        Encoders override this to average *before* the MLP's last linear layer (which commutes with the mean),
+        so gradients through it cost one matrix product per image instead of one per token.
+        """
+        return self.finish_block(block, x, context).mean(dim=1)
+
+    @abstractmethod
+    def project_pooled(self, pooled: Tensor) -> Tensor:
+        """(B, C) pooled tokens -> (B, De): the final norm and projection into the image-embedding space."""
+
+    @abstractmethod
+    def projection_matrix(self) -> Tensor:
+        """(Dv, De): the final linear projection into the image-embedding space (identity without one)."""
+
+    def trace_block(self, block: int, x: Tensor) -> BlockTrace:
+        """Block ``block`` on input (B, T, C), with the post-softmax attention exposed. Equals the library's block."""
+        queries, keys, values, scale = self.attention_inputs(block, x)
+        attention = torch.softmax((queries @ keys.transpose(-1, -2)) * scale, dim=-1)  # (B, H, T, T)
+        context = attention @ values  # (B, H, T, c)
+        return BlockTrace(self.finish_block(block, x, context), attention, values, context)

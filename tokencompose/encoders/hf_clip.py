@@ -55,6 +55,10 @@ class HFCLIPEncoder(VisionEncoder):
         self.image_std = (0.26862954, 0.26130258, 0.27577711)
         self._apply_freeze()
 
+    @property
+    def _vision(self):  # CLIPVisionModel is the transformer itself; the projection variant wraps one
+        return getattr(self.model, "vision_model", self.model)
+
     def forward(self, pixels: Tensor) -> EncoderOutput:
         """(B, 3, S, S) -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De))."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
@@ -63,3 +67,38 @@ class HFCLIPEncoder(VisionEncoder):
         embedding = out.image_embeds if self.with_projection else out.pooler_output
         patches = rearrange(hidden[:, 1:], "b (h w) d -> b h w d", h=self.grid_size)
         return EncoderOutput(cls=hidden[:, 0], patches=patches, embedding=embedding)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self._vision.encoder.layers)
+
+    def block_input(self, pixels: Tensor, block: int) -> Tensor:
+        """(B, 3, S, S) -> (B, T, C); hidden state ``block`` is the input of block ``block``."""
+        return self.model(pixel_values=pixels, output_hidden_states=True).hidden_states[block]
+
+    def attention_inputs(self, block: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
+        layer = self._vision.encoder.layers[block]
+        attn = layer.self_attn
+        h = layer.layer_norm1(x)
+        split = lambda t: rearrange(t, "b t (h c) -> b h t c", h=attn.num_heads)  # noqa: E731
+        return split(attn.q_proj(h)), split(attn.k_proj(h)), split(attn.v_proj(h)), attn.scale
+
+    def finish_block(self, block: int, x: Tensor, context: Tensor) -> Tensor:
+        layer = self._vision.encoder.layers[block]
+        x = x + layer.self_attn.out_proj(rearrange(context, "b h t c -> b t (h c)"))
+        return x + layer.mlp(layer.layer_norm2(x))
+
+    def pooled_block_output(self, block: int, x: Tensor, context: Tensor) -> Tensor:
+        layer = self._vision.encoder.layers[block]
+        x = x + layer.self_attn.out_proj(rearrange(context, "b h t c -> b t (h c)"))
+        hidden = layer.mlp.activation_fn(layer.mlp.fc1(layer.layer_norm2(x)))  # (B, T, 4C)
+        return x.mean(dim=1) + layer.mlp.fc2(hidden.mean(dim=1))  # fc2 is linear: mean first
+
+    def project_pooled(self, pooled: Tensor) -> Tensor:
+        pooled = self._vision.post_layernorm(pooled)
+        return self.model.visual_projection(pooled) if self.with_projection else pooled
+
+    def projection_matrix(self) -> Tensor:
+        if not self.with_projection:
+            return torch.eye(self.hidden_size, device=self.device)
+        return self.model.visual_projection.weight.T  # nn.Linear stores (De, Dv)

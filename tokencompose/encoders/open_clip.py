@@ -8,7 +8,8 @@ import open_clip
 import torch
 from einops import rearrange
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.types import EncoderOutput
@@ -55,6 +56,51 @@ class OpenCLIPEncoder(VisionEncoder):
         self.image_mean = tuple(getattr(self.visual, "image_mean", None) or OPENAI_DATASET_MEAN)
         self.image_std = tuple(getattr(self.visual, "image_std", None) or OPENAI_DATASET_STD)
         self._apply_freeze()
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.visual.transformer.resblocks)
+
+    def block_input(self, pixels: Tensor, block: int) -> Tensor:
+        """(B, 3, S, S) -> (B, T, C): the tokens entering block ``block``, captured by a forward pre-hook."""
+        captured: list[Tensor] = []
+        hook = self.visual.transformer.resblocks[block].register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+        try:
+            self.visual.forward_intermediates(pixels, indices=[block], stop_early=True, intermediates_only=True)
+        finally:
+            hook.remove()
+        return captured[0]
+
+    def _block(self, block: int) -> nn.Module:
+        resblock = self.visual.transformer.resblocks[block]
+        if not isinstance(resblock.attn, nn.MultiheadAttention):
+            raise NotImplementedError(f"OpenCLIPEncoder: block attention {type(resblock.attn).__name__} is not supported")
+        return resblock
+
+    def attention_inputs(self, block: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
+        attn = self._block(block).attn
+        qkv = F.linear(self._block(block).ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+        q, k, v = (rearrange(t, "b t (h c) -> b h t c", h=attn.num_heads) for t in qkv.chunk(3, dim=-1))
+        return q, k, v, attn.head_dim**-0.5
+
+    def finish_block(self, block: int, x: Tensor, context: Tensor) -> Tensor:
+        resblock = self._block(block)
+        x = x + resblock.ls_1(resblock.attn.out_proj(rearrange(context, "b h t c -> b t (h c)")))
+        return x + resblock.ls_2(resblock.mlp(resblock.ln_2(x)))
+
+    def pooled_block_output(self, block: int, x: Tensor, context: Tensor) -> Tensor:
+        resblock = self._block(block)
+        mlp = resblock.mlp
+        x = x + resblock.ls_1(resblock.attn.out_proj(rearrange(context, "b h t c -> b t (h c)")))
+        hidden = mlp.gelu(mlp.c_fc(resblock.ln_2(x)))  # (B, T, 4C)
+        # c_proj and the layer scale are linear: averaging first gives the same result
+        return x.mean(dim=1) + resblock.ls_2(mlp.c_proj(hidden.mean(dim=1)))
+
+    def project_pooled(self, pooled: Tensor) -> Tensor:
+        return self.visual.ln_post(pooled) @ self.visual.proj
+
+    def projection_matrix(self) -> Tensor:
+        return self.visual.proj  # (Dv, De)
 
     def forward(self, pixels: Tensor) -> EncoderOutput:
         """(B, 3, S, S) -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De))."""

@@ -21,6 +21,9 @@ class VisualTokenizer(L.LightningModule):
     def forward(self, features: EncoderOutput, objects: ObjectMasks | None = None) -> TokenStream:
         """EncoderOutput (+ ObjectMasks) -> TokenStream(tokens (B, N, D), valid (B, N))."""
 
+    def attach(self, encoder: VisionEncoder) -> None:
+        """Called once by the model with its encoder, for tokenizers that precompute from its weights."""
+
     @abstractmethod
     def num_tokens(self, encoder: VisionEncoder) -> int:
         """The number of token slots per image (the N of the returned stream) for this encoder."""

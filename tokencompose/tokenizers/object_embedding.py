@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import abstractmethod
 
 import lightning as L
+import torch
 from torch import Tensor
 
 from tokencompose.encoders.base import VisionEncoder
@@ -15,9 +16,16 @@ from tokencompose.types import EncoderOutput
 class ObjectEmbedding(L.LightningModule):
     """One embedding per mask."""
 
+    #: whether any mask can be embedded from the features alone (False: embeddings must come precomputed)
+    embeds_from_masks: bool = True
+
     @abstractmethod
-    def forward(self, features: EncoderOutput, masks: Tensor) -> tuple[Tensor, Tensor]:
-        """EncoderOutput, masks (B, K, H, W) bool -> embeddings (B, K, D), usable (B, K) bool."""
+    def forward(self, features: EncoderOutput, masks: Tensor, stored: Tensor | None) -> tuple[Tensor, Tensor]:
+        """EncoderOutput, masks (B, K, H, W) bool, precomputed embeddings (B, K, De) or None
+        -> embeddings (B, K, D), usable (B, K) bool."""
+
+    def attach(self, encoder: VisionEncoder) -> None:
+        """Called once with the model's encoder."""
 
     @abstractmethod
     def output_width(self, encoder: VisionEncoder) -> int:
@@ -27,9 +35,45 @@ class ObjectEmbedding(L.LightningModule):
 class MaskedPoolEmbedding(ObjectEmbedding):
     """Masked average pooling of the patch tokens, each patch weighted by the fraction of it the mask covers."""
 
-    def forward(self, features: EncoderOutput, masks: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, features: EncoderOutput, masks: Tensor, stored: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """EncoderOutput.patches (B, h, w, Dv), masks (B, K, H, W) -> (B, K, Dv), nonempty (B, K)."""
         return masked_average_pool(features.patches, masks)
 
     def output_width(self, encoder: VisionEncoder) -> int:
         return encoder.hidden_size
+
+
+class MaskInversionEmbedding(ObjectEmbedding):
+    """MaskInversion embeddings that come with the objects (from the annotate job, or an online annotator).
+
+    They live in the projected CLIP space (width De). With ``to_patch_width`` they are mapped into the patch
+    tokens' width Dv by the pseudo-inverse of the encoder's final projection, so CLS, patch and object tokens
+    can share one projector; otherwise give them their own projector (``shared_projector: false``).
+    """
+
+    embeds_from_masks = False
+
+    def __init__(self, to_patch_width: bool = False) -> None:
+        super().__init__()
+        self.to_patch_width = to_patch_width
+        self.register_buffer("inverse_projection", torch.empty(0), persistent=False)
+
+    def attach(self, encoder: VisionEncoder) -> None:
+        if self.to_patch_width:
+            projection = encoder.projection_matrix().detach().float()  # (Dv, De)
+            self.inverse_projection = torch.linalg.pinv(projection)  # (De, Dv)
+
+    def forward(self, features: EncoderOutput, masks: Tensor, stored: Tensor | None) -> tuple[Tensor, Tensor]:
+        """stored (B, K, De) -> (B, K, De), or (B, K, Dv) with ``to_patch_width``; usable where the mask is nonempty."""
+        if stored is None:
+            raise ValueError(
+                "MaskInversionEmbedding needs object embeddings with the batch: read shards written by "
+                "`tokencompose annotate`, or give the model an `object_annotator` for online use"
+            )
+        embeddings = stored.to(features.patches.dtype)
+        if self.to_patch_width:
+            embeddings = embeddings @ self.inverse_projection.to(embeddings.dtype)
+        return embeddings, masks.flatten(2).any(-1)
+
+    def output_width(self, encoder: VisionEncoder) -> int:
+        return encoder.hidden_size if self.to_patch_width else encoder.embed_dim

@@ -23,7 +23,8 @@ class ObjectTokenizer(VisualTokenizer):
 
     Args:
         embedding: how a mask becomes a token (default: masked average pooling of patch tokens).
-        max_objects: object token slots per image.
+        max_objects: object token slots per image (at test time; an override changes the budget).
+        train_max_objects: slots while training, e.g. 32 to oversample (Mask-LLaVA); None = ``max_objects``.
         iou_threshold: drop a mask whose IoU with a better kept mask exceeds this; None keeps all.
         rank_by: ``"score"`` (detector confidence) or ``"area"``.
         background: append one token for the complement of the kept masks' union.
@@ -33,6 +34,7 @@ class ObjectTokenizer(VisualTokenizer):
         self,
         embedding: ObjectEmbedding | None = None,
         max_objects: int = 20,
+        train_max_objects: int | None = None,
         iou_threshold: float | None = None,
         rank_by: Literal["score", "area"] = "score",
         background: bool = False,
@@ -45,7 +47,13 @@ class ObjectTokenizer(VisualTokenizer):
         if iou_threshold is not None and not 0.0 <= iou_threshold <= 1.0:
             raise ValueError(f"ObjectTokenizer: iou_threshold={iou_threshold}; must be in [0, 1] or None")
         self.embedding = embedding if embedding is not None else MaskedPoolEmbedding()
+        if background and not self.embedding.embeds_from_masks:
+            raise ValueError(
+                f"ObjectTokenizer: background=true needs an embedding computed from masks, not "
+                f"{type(self.embedding).__name__}; let the mask proposer add the background mask (`background: true`)"
+            )
         self.max_objects = max_objects
+        self.train_max_objects = train_max_objects
         self.iou_threshold = iou_threshold
         self.rank_by = rank_by
         self.background = background
@@ -53,36 +61,50 @@ class ObjectTokenizer(VisualTokenizer):
     def forward(self, features: EncoderOutput, objects: ObjectMasks | None = None) -> TokenStream:
         """EncoderOutput + ObjectMasks (B, K, H, W) -> TokenStream(tokens (B, n, D), valid (B, n)).
 
-        n = max_objects (+1 with ``background``). Slots beyond an image's object count are invalid.
+        n = budget (+1 with ``background``). Slots beyond an image's object count are invalid. The background
+        token is the masked average of patch tokens outside the kept masks when embeddings are stored.
         """
         if objects is None:
             raise ValueError("ObjectTokenizer needs object masks with the batch (key 'objects'); none were given")
-        selected, valid = self.select(objects)  # (B, n, H, W), (B, n)
-        tokens, usable = self.embedding(features, selected)
+        index, valid = self.select(objects)  # (B, n), (B, n)
+        rows = torch.arange(index.shape[0], device=index.device)[:, None]
+        selected = self._gather(objects.masks.bool(), rows, index) & valid[:, :, None, None]  # (B, n, H, W)
+        stored = None if objects.embeddings is None else self._gather(objects.embeddings, rows, index)
+        tokens, usable = self.embedding(features, selected, stored)
         valid = valid & usable
         if self.background:
             rest = background_mask(selected, valid)[:, None]  # (B, 1, H, W)
-            bg_token, bg_usable = self.embedding(features, rest)
+            bg_token, bg_usable = self.embedding(features, rest, None)
             tokens = torch.cat([tokens, bg_token], dim=1)
             valid = torch.cat([valid, bg_usable], dim=1)
         tokens = tokens * valid[..., None]  # padding slots carry exact zeros
         return TokenStream(tokens, valid)
 
+    @property
+    def budget(self) -> int:
+        """Object slots now: ``train_max_objects`` while training (oversampling), else ``max_objects``."""
+        return self.train_max_objects if self.training and self.train_max_objects is not None else self.max_objects
+
     def select(self, objects: ObjectMasks) -> tuple[Tensor, Tensor]:
-        """ObjectMasks (B, K, H, W) -> the kept masks, best first (B, max_objects, H, W), valid (B, max_objects)."""
+        """ObjectMasks (B, K, ...) -> indices of the kept objects, best first (B, n), valid (B, n); n = budget."""
         masks = objects.masks.bool()
         valid = objects.valid & (mask_area(masks) > 0)
         order = objects.scores.float() if self.rank_by == "score" else mask_area(masks)
         keep = valid if self.iou_threshold is None else greedy_mask_nms(masks, order, valid, self.iou_threshold)
-        index, selected_valid = select_top_k(order, keep, self.max_objects)  # (B, n)
-        if masks.shape[1] == 0:
-            selected = masks.new_zeros(masks.shape[0], self.max_objects, *masks.shape[2:])
-        else:
-            selected = masks[torch.arange(masks.shape[0], device=masks.device)[:, None], index]  # (B, n, H, W)
-        return selected & selected_valid[:, :, None, None], selected_valid
+        return select_top_k(order, keep, self.budget)
+
+    @staticmethod
+    def _gather(values: Tensor, rows: Tensor, index: Tensor) -> Tensor:
+        """values (B, K, ...) at index (B, n) -> (B, n, ...); zeros when there are no objects at all."""
+        if values.shape[1] == 0:
+            return values.new_zeros(index.shape[0], index.shape[1], *values.shape[2:])
+        return values[rows, index]
+
+    def attach(self, encoder: VisionEncoder) -> None:
+        self.embedding.attach(encoder)
 
     def num_tokens(self, encoder: VisionEncoder) -> int:
-        return self.max_objects + int(self.background)
+        return self.budget + int(self.background)
 
     def output_width(self, encoder: VisionEncoder) -> int:
         return self.embedding.output_width(encoder)
