@@ -37,6 +37,17 @@ TINY_LLAMA = dict(
 )
 
 
+TINY_DETR = dict(
+    use_timm_backbone=False, use_pretrained_backbone=False, backbone=None,
+    backbone_config=dict(model_type="resnet", embedding_size=8, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1],
+                         out_features=["stage2", "stage3", "stage4"]),
+    d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+    encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=12, num_labels=3, num_feature_levels=3,
+    encoder_n_points=2, decoder_n_points=2,
+)
+TINY_SAM = dict(image_size=64, patch_size=8, width=32, depth=1, heads=2, prompt_dim=16)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

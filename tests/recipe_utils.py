@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokencompose.cli import TokenComposeCLI
+from tokencompose.cli import AnnotateCLI, TokenComposeCLI
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted(r for r in (REPO / "recipes").rglob("*.yaml") if "overlays" not in r.parts)
+RECIPES = sorted(r for r in (REPO / "recipes").rglob("*.yaml") if not {"overlays", "annotate"} & set(r.parts))
+ANNOTATE_RECIPES = sorted((REPO / "recipes" / "annotate").glob("*.yaml"))
 TINY_RECIPES = [r for r in RECIPES if "tiny" in r.parts]
 OVERLAYS = sorted((REPO / "recipes").rglob("overlays/*.yaml"))
 
@@ -23,6 +24,11 @@ def overlay_base(overlay: Path) -> Path:
 class ParseOnlyCLI(TokenComposeCLI):
     """Parses and validates a recipe without building models (full-size recipes name hub checkpoints)."""
 
+    def instantiate_classes(self) -> None:
+        return None
+
+
+class ParseOnlyAnnotateCLI(AnnotateCLI):
     def instantiate_classes(self) -> None:
         return None
 

@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from tests.recipe_utils import OVERLAYS, RECIPES, TINY_RECIPES, ParseOnlyCLI, overlay_base, small_data
+from tests.recipe_utils import (
+    ANNOTATE_RECIPES,
+    OVERLAYS,
+    RECIPES,
+    TINY_RECIPES,
+    ParseOnlyAnnotateCLI,
+    ParseOnlyCLI,
+    overlay_base,
+    small_data,
+)
 from tokencompose.cli import TokenComposeCLI
 
 
@@ -51,6 +60,14 @@ def test_missing_init_weights_names_the_key(synthetic_root):
     recipe = REPO / "recipes" / "tiny" / "mask_llava_stage2.yaml"
     with pytest.raises(FileNotFoundError, match="init_weights"):
         TokenComposeCLI(args=["--config", str(recipe), "--model.init_weights", "nope.ckpt", *small_data(synthetic_root)], run=False)
+
+
+@pytest.mark.parametrize("recipe", ANNOTATE_RECIPES, ids=lambda p: p.name)
+def test_every_annotate_recipe_parses_and_documents_itself(recipe):
+    header = recipe.read_text().splitlines()
+    assert header[0].startswith("# ") and any("tokencompose annotate --config" in line for line in header[:12])
+    cli = ParseOnlyAnnotateCLI(args=["--config", str(recipe)])
+    assert cli.config["model"]["annotator"]
 
 
 def run_cli_expecting_error(args, capsys) -> str:

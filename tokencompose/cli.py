@@ -28,8 +28,43 @@ class TokenComposeCLI(LightningCLI):
         )
 
 
+class AnnotateCLI(LightningCLI):
+    """LightningCLI for the annotate job (``AnnotateJob`` + ``ShardListDataModule``); MaskInversion needs autograd."""
+
+    def __init__(self, args: Any = None, **kwargs: Any) -> None:
+        from tokencompose.annotate import AnnotateJob, ShardListDataModule
+
+        super().__init__(
+            AnnotateJob,
+            ShardListDataModule,
+            trainer_class=Trainer,
+            trainer_defaults={"inference_mode": False, "logger": False},
+            args=args,
+            run=False,
+            parser_kwargs={"parser_mode": "omegaconf"},
+            save_config_callback=None,
+            **kwargs,
+        )
+
+
+def annotate(argv: list[str]) -> list[Any]:
+    """``tokencompose annotate --config recipes/annotate/<name>.yaml``: returns one report per shard."""
+    cli = AnnotateCLI(args=argv)
+    reports = cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=True) or []
+    done = [r for r in reports if not r.skipped_existing]
+    corrupt = sum(len(r.corrupt) for r in done)
+    print(
+        f"annotated {len(done)} shard(s), skipped {len(reports) - len(done)} finished; "
+        f"{sum(r.samples_in for r in done)} samples in, {sum(r.samples_out for r in done)} out, {corrupt} corrupt"
+    )
+    return reports
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["annotate"]:
+        annotate(argv[1:])
+        return
     if argv[:1] == ["demo"]:
         from tokencompose.eval.demo import main as demo_main
 

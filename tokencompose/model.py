@@ -19,6 +19,7 @@ from tokencompose.llm.conversation import IMAGE_TOKEN_ID, ConversationEncoder
 from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
 from tokencompose.llm.generation import greedy_generate
 from tokencompose.llm.templates import ChatTemplate, VicunaV1Template
+from tokencompose.masks.annotator import ObjectAnnotator
 from tokencompose.optimization import Optimization, warmup_cosine
 from tokencompose.projectors.base import MLPProjector, ProjectorFactory
 from tokencompose.scalers.base import NoScaler, StreamScaler
@@ -49,6 +50,8 @@ class VLM(L.LightningModule):
         optimization: AdamW + warmup/cosine settings, per-part learning rates.
         init_weights: a checkpoint whose matching tensors initialise this model (e.g. stage 1's projector
             for stage 2); unlike ``--ckpt_path`` it does not resume optimiser or step.
+        object_annotator: compute object masks and MaskInversion embeddings online (new images, or the tiny
+            end-to-end recipes); training on stored annotations from ``tokencompose annotate`` needs none.
     """
 
     def __init__(
@@ -65,11 +68,13 @@ class VLM(L.LightningModule):
         max_new_tokens: int = 16,
         optimization: Optimization | None = None,
         init_weights: str | None = None,
+        object_annotator: ObjectAnnotator | None = None,
     ) -> None:
         super().__init__()
         if not tokenizers:
             raise ValueError("VLM: `tokenizers` is empty; give at least one visual tokenizer")
         self.encoder = encoder
+        self.object_annotator = object_annotator
         self.tokenizers = nn.ModuleDict(tokenizers)
         for tokenizer in self.tokenizers.values():
             tokenizer.attach(encoder)
@@ -119,6 +124,8 @@ class VLM(L.LightningModule):
 
     def encode_images(self, pixels: Tensor, objects: ObjectMasks | None = None) -> VisualSequence:
         """(B, 3, S, S) (+ masks) -> VisualSequence(tokens (B, N, D_llm), valid (B, N), kind (N,))."""
+        if self.object_annotator is not None:
+            objects = self.object_annotator(self.encoder, pixels, objects)
         features = self.encoder(pixels)
         streams = {name: tok(features, objects) for name, tok in self.tokenizers.items()}
         streams = self.scaler(streams)

@@ -109,3 +109,15 @@ def test_image_transform_pads_with_mean_and_keeps_masks_aligned():
     assert resized[0, 10:30, :20].all() and not resized[0, :10].any()  # padded by 10 rows on top
     assert torch.allclose(pixels[:, 0, 0], torch.tensor([0.0039, 0.0039, 0.0039]), atol=0.01)  # mean colour
     assert torch.allclose(pixels[:, 20, 0], torch.tensor([1.0, -1.0, -1.0]))
+
+
+def test_shards_of_an_older_format_are_rewritten(tmp_path):
+    import json
+
+    settings = SyntheticShapes(root=str(tmp_path), train_samples=8, val_samples=4, samples_per_shard=8)
+    settings.write()
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": 1}))
+    shard = tmp_path / "train-000000.tar"
+    shard.write_bytes(b"old")
+    settings.write()
+    assert shard.stat().st_size > 3 and json.loads((tmp_path / "manifest.json").read_text())["format"] == 2

@@ -12,11 +12,14 @@ import lightning as L
 from webdataset.shardlists import expand_urls
 
 from tokencompose.data.processing import Collator, ImageTransform, SampleProcessor
-from tokencompose.data.shards import encode_npy, encode_png, write_shard
+from tokencompose.data.shards import MASKS_KEY, encode_png, pack_masks, write_shard
 from tokencompose.data.stream import EpochLoader, ShardStream
 from tokencompose.data.synthetic import ShapesGenerator, shapes_text_tokenizer
 
 log = logging.getLogger(__name__)
+
+
+SYNTHETIC_FORMAT = 2  # bump when the shard layout changes; older shards are then rewritten
 
 
 @dataclass
@@ -36,8 +39,15 @@ class SyntheticShapes:
         return [str(Path(self.root) / f"{split}-{i:06d}.tar") for i in range(shards)]
 
     def write(self) -> None:
-        """Write any missing shard (atomically) and the text tokenizer; finished shards are left alone."""
+        """Write any missing shard (atomically) and the text tokenizer; finished shards are left alone.
+
+        Shards written by an older format of this generator (manifest ``format``) are rewritten.
+        """
         root = Path(self.root)
+        manifest = root / "manifest.json"
+        if manifest.exists() and json.loads(manifest.read_text()).get("format") != SYNTHETIC_FORMAT:
+            for stale in root.glob("*.tar"):
+                stale.unlink()
         for split, count, seed in (("train", self.train_samples, self.seed), ("val", self.val_samples, self.seed + 1)):
             generator = ShapesGenerator(image_size=self.image_size, seed=seed)
             for shard_index, url in enumerate(self.split_urls(split)):
@@ -50,7 +60,7 @@ class SyntheticShapes:
         tokenizer_dir = root / "text_tokenizer"
         if not (tokenizer_dir / "tokenizer.json").exists():
             shapes_text_tokenizer().save_pretrained(tokenizer_dir)
-        (root / "manifest.json").write_text(json.dumps({"train": self.train_samples, "val": self.val_samples}))
+        manifest.write_text(json.dumps({"format": SYNTHETIC_FORMAT, "train": self.train_samples, "val": self.val_samples}))
 
     @staticmethod
     def _encode(generator: ShapesGenerator, index: int) -> dict[str, Any]:
@@ -59,7 +69,7 @@ class SyntheticShapes:
             "__key__": sample.key,
             "png": encode_png(sample.image),
             "json": json.dumps(generator.to_record(sample)).encode(),
-            "masks.npy": encode_npy(sample.masks),
+            MASKS_KEY: pack_masks(sample.masks),
         }
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from tokencompose.data.shards import EMBEDDINGS_KEY, MASKS_KEY, unpack_masks
 from tokencompose.llm.conversation import IGNORE_INDEX, ConversationEncoder
 from tokencompose.types import ObjectMasks, VLMBatch
 
@@ -55,6 +56,15 @@ class ImageTransform:
         return pixels, resized[0].bool()
 
 
+    def to_original(self, masks: Tensor, size: tuple[int, int]) -> Tensor:
+        """Masks on the encoder's square (K, S, S) -> the original image's frame (K, H, W); inverse of __call__."""
+        width, height = size
+        side = max(width, height)
+        left, top = (side - width) // 2, (side - height) // 2
+        square = F.interpolate(masks[None].float(), size=side, mode="nearest")[0].bool()
+        return square[:, top : top + height, left : left + width]
+
+
 @dataclass
 class SampleProcessor:
     """A decoded shard sample -> tensors for one example (runs in data-loader workers)."""
@@ -65,7 +75,10 @@ class SampleProcessor:
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         record = sample["json"]
         image = next((sample[k] for k in ("png", "jpg", "jpeg", "webp") if k in sample), None)
-        masks = sample.get("masks.npy")
+        masks = None
+        if MASKS_KEY in sample:
+            masks = unpack_masks(sample[MASKS_KEY], int(record["mask_size"][1]))
+        embeddings = sample.get(EMBEDDINGS_KEY)
         if image is None:  # text-only sample: LLaVA feeds a blank image that no placeholder refers to
             size = self.transform.image_size
             pixels, mask_tensor = torch.zeros(3, size, size), None
@@ -80,6 +93,7 @@ class SampleProcessor:
             "pixels": pixels,
             "masks": mask_tensor,
             "scores": torch.tensor(scores[: 0 if mask_tensor is None else mask_tensor.shape[0]], dtype=torch.float),
+            "embeddings": None if embeddings is None else torch.from_numpy(embeddings.astype(np.float32)),
             "input_ids": full.input_ids,
             "labels": full.labels,
             "prompt_ids": prompt.input_ids,
@@ -107,11 +121,15 @@ def _stack_objects(samples: list[dict[str, Any]], image_size: int) -> ObjectMask
     masks = torch.zeros(batch, most, image_size, image_size, dtype=torch.bool)
     scores = torch.zeros(batch, most)
     valid = torch.zeros(batch, most, dtype=torch.bool)
+    stored = [s["embeddings"] for s in samples if s.get("embeddings") is not None]
+    embeddings = torch.zeros(batch, most, stored[0].shape[-1]) if stored else None
     for i, s in enumerate(samples):
         if s["masks"] is not None and s["masks"].shape[0]:
             k = s["masks"].shape[0]
             masks[i, :k], scores[i, :k], valid[i, :k] = s["masks"], s["scores"], True
-    return ObjectMasks(masks=masks, scores=scores, valid=valid)
+            if embeddings is not None and s.get("embeddings") is not None:
+                embeddings[i, :k] = s["embeddings"]
+    return ObjectMasks(masks=masks, scores=scores, valid=valid, embeddings=embeddings)
 
 
 @dataclass

@@ -26,6 +26,20 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+MASKS_KEY = "objects.masks.npy"  # (K, H, ceil(W / 8)) uint8, bits packed along W; W in json["mask_size"]
+EMBEDDINGS_KEY = "objects.emb.npy"  # (K, De) float16
+
+
+def pack_masks(masks: np.ndarray) -> bytes:
+    """(K, H, W) bool -> npy bytes of the bits packed along W (8x smaller than bool)."""
+    return encode_npy(np.packbits(masks.astype(bool), axis=-1))
+
+
+def unpack_masks(packed: np.ndarray, width: int) -> np.ndarray:
+    """(K, H, ceil(W / 8)) uint8 -> (K, H, W) bool."""
+    return np.unpackbits(packed, axis=-1, count=width).astype(bool)
+
+
 def write_shard(path: Path, samples: Iterable[dict[str, bytes | str]]) -> int:
     """Write samples (``__key__`` plus extension -> bytes) to ``path`` via a temporary name and a rename, so a
     shard either exists whole or not at all. Returns the number of samples written."""

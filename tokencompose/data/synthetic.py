@@ -116,6 +116,7 @@ class ShapesGenerator:
             "id": sample.key,
             "conversations": sample.conversation,
             "question_type": sample.question_type,
+            "mask_size": list(sample.masks.shape[1:]),
             "objects": [
                 {"box": box.tolist(), "label": label, "score": 1.0}
                 for box, label in zip(sample.boxes, sample.labels, strict=True)
