@@ -80,3 +80,22 @@ def test_warmup_cosine_shape():
     values = [warmup_cosine(s, 100, 0.1) for s in range(100)]
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
     assert values[-1] < 0.01 and all(a >= b for a, b in zip(values[10:], values[11:], strict=False))
+
+
+def test_online_annotator_with_no_objects_gives_the_background_token_only_and_trains(text_tokenizer, make_batch):
+    from tokencompose.masks import GroundTruthMasks, MaskInversionSettings, MaskPostprocess, ObjectAnnotator
+    from tokencompose.tokenizers import MaskInversionEmbedding, ObjectTokenizer
+
+    model = build_mask_llava(
+        text_tokenizer,
+        tokenizers={"cls": GlobalTokenizer(), "patch": PatchPoolTokenizer(grid=2),
+                    "objects": ObjectTokenizer(MaskInversionEmbedding(to_patch_width=True), max_objects=3)},
+        object_annotator=ObjectAnnotator(GroundTruthMasks(MaskPostprocess(background=True)), MaskInversionSettings(iterations=2)),
+    )
+    batch = make_batch(model, count=2)
+    batch.objects = None  # images without any object
+    visual = model.encode_images(batch.pixels, batch.objects)
+    assert visual.valid[:, 5:].sum(1).tolist() == [1, 1]  # the background mask is the only object
+    _, loss = model(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
