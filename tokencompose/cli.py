@@ -60,8 +60,34 @@ def annotate(argv: list[str]) -> list[Any]:
     return reports
 
 
+def data_command(argv: list[str]) -> None:
+    """``tokencompose data convert-llava --json FILE --images ROOT --out DIR``."""
+    import argparse
+
+    from tokencompose.data.convert_llava import convert_llava
+
+    parser = argparse.ArgumentParser(prog="tokencompose data")
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert = commands.add_parser("convert-llava", help="LLaVA JSON + images -> WebDataset shards")
+    convert.add_argument("--json", required=True, help="llava_v1_5_mix665k.json or blip_laion_cc_sbu_558k.json")
+    convert.add_argument("--images", required=True, help="the folder the JSON's `image` paths are relative to")
+    convert.add_argument("--out", required=True, help="output folder for shards and manifest.json")
+    convert.add_argument("--shard-mb", type=float, default=256, help="target shard size in MiB")
+    convert.add_argument("--workers", type=int, default=4, help="shards written in parallel")
+    args = parser.parse_args(argv)
+    report = convert_llava(args.json, args.images, args.out, int(args.shard_mb * 2**20), args.workers)
+    print(
+        f"{report.samples} samples in {report.shards} shards ({report.bytes / 2**20:.1f} MiB); "
+        f"{len(report.missing_images)} missing and {len(report.corrupt_images)} corrupt images "
+        f"(ids in {args.out}/manifest.json)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["data"]:
+        data_command(argv[1:])
+        return
     if argv[:1] == ["annotate"]:
         annotate(argv[1:])
         return

@@ -1,3 +1,4 @@
+import json
 import pickle
 
 import pytest
@@ -5,6 +6,7 @@ import torch
 
 from tests.conftest import build_mask_llava
 from tokencompose.data import (
+    EpochLoader,
     ShardDataModule,
     ShardStream,
     SyntheticShapes,
@@ -46,15 +48,26 @@ def test_batches_carry_masks_and_generation_prompts(datamodule):
 def test_val_pass_is_exact_and_train_epochs_reshuffle(datamodule):
     val = keys_of(datamodule.val_dataloader())
     assert len(val) == len(set(val)) == 32
+    datamodule.train_mode = "exact"
     train = datamodule.train_dataloader()
     first, second = keys_of(train), keys_of(train)
     assert sorted(first) == sorted(second) and len(set(first)) == 96
     assert first != second
 
 
+def test_resampled_mode_has_a_fixed_length_and_reshuffles(datamodule):
+    loader = datamodule.train_dataloader()
+    assert len(loader) == 12  # 96 samples / batch 8, one rank
+    first, second = [b.keys for b in loader], [b.keys for b in loader]
+    assert len(first) == len(second) == 12 and all(len(k) == 8 for k in first)
+    assert first != second
+
+
+@pytest.mark.parametrize("mode", ["exact", "resampled"])
 @pytest.mark.parametrize("workers", [0, 2])
-def test_resume_mid_epoch_continues_the_same_sequence(datamodule, workers):
+def test_resume_mid_epoch_continues_the_same_sequence(datamodule, workers, mode):
     datamodule.num_workers = workers
+    datamodule.train_mode = mode
     loader = datamodule.train_dataloader()
     keys_of(loader)  # epoch 0
     epoch1 = [batch.keys for batch in loader]
@@ -82,7 +95,7 @@ def test_bad_samples_are_skipped_and_counted_and_pickle_is_never_loaded(tmp_path
 
     stream = ShardStream([str(shard)], processor, batch_size=1, shuffle=False)
     assert [s["key"] for s in stream] == ["ok", "pickled"]
-    assert sum(stream.skipped.values()) == 1
+    assert stream.skipped == {"corrupt image": 1}
 
 
 def test_write_shard_is_atomic(tmp_path):
@@ -121,3 +134,67 @@ def test_shards_of_an_older_format_are_rewritten(tmp_path):
     shard.write_bytes(b"old")
     settings.write()
     assert shard.stat().st_size > 3 and json.loads((tmp_path / "manifest.json").read_text())["format"] == 2
+
+
+def bad_sample_shard(tmp_path, synthetic_root):
+    good = list(iterate_shard(str(sorted(synthetic_root.glob("val-*.tar"))[0])))[:1][0]
+    record = json.loads(good["json"])
+    variants = {
+        "ok": record,
+        "no-conversations": {k: v for k, v in record.items() if k != "conversations"},
+        "bad-role": {**record, "conversations": [{"from": "robot", "value": "<image>\nhi"}, record["conversations"][1]]},
+        "no-placeholder": {**record, "conversations": [{"from": "human", "value": "hi"}, record["conversations"][1]]},
+        "two-placeholders": {**record, "conversations": [{"from": "human", "value": "<image> <image>"}, record["conversations"][1]]},
+    }
+    samples = [{"__key__": key, "png": good["png"], "json": json.dumps(value).encode()} for key, value in variants.items()]
+    samples.append({"__key__": "broken-image", "png": b"junk", "json": good["json"]})
+    shard = tmp_path / "bad.tar"
+    write_shard(shard, samples)
+    return shard
+
+
+def test_each_bad_data_case_is_skipped_and_counted(tmp_path, synthetic_root, datamodule):
+    shard = bad_sample_shard(tmp_path, synthetic_root)
+    truncated = tmp_path / "truncated.tar"
+    truncated.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    stream = ShardStream([str(shard), str(truncated)], datamodule.processor, batch_size=1, shuffle=False)
+    kept = [s["key"] for s in stream]
+    assert kept[0] == "ok" and set(kept) <= {"ok", "no-conversations", "bad-role"}  # truncation keeps a prefix
+    assert stream.skipped["missing conversations"] >= 1 and stream.skipped["unknown role"] >= 1
+    assert stream.skipped["image placeholder missing"] == 1 and stream.skipped["image placeholder repeated"] == 1
+    assert stream.skipped["corrupt image"] == 1 and stream.skipped["unreadable shard"] == 1
+    loader = EpochLoader(ShardStream([str(shard)], datamodule.processor, batch_size=1, shuffle=False),
+                         collate_fn=datamodule.collator)
+    assert len(list(loader)) == 1 and sum(loader.skipped.values()) == 5  # reported at the end of the pass
+
+
+def test_sequence_guard_runs_before_batching(datamodule, synthetic_root):
+    datamodule.processor.conversations.max_length = 5
+    stream = ShardStream([str(synthetic_root / "val-000000.tar")], datamodule.processor, batch_size=4, shuffle=False)
+    assert list(stream) == [] and stream.skipped == {"sequence too long": 32}
+
+
+def test_grouping_by_modality_and_length(datamodule, synthetic_root, tmp_path):
+    records = list(iterate_shard(str(synthetic_root / "val-000000.tar")))
+    samples = []
+    for i, raw in enumerate(records[:16]):
+        sample = {k: v for k, v in raw.items() if k != "__url__"}
+        if i % 2:  # half of them text-only
+            record = json.loads(sample.pop("json"))
+            record["conversations"][0]["value"] = record["conversations"][0]["value"].replace("<image>\n", "")
+            sample = {"__key__": sample["__key__"], "json": json.dumps(record).encode()}
+        samples.append(sample)
+    shard = tmp_path / "mixed.tar"
+    write_shard(shard, samples)
+    stream = ShardStream([str(shard)], datamodule.processor, batch_size=4, shuffle=True, group_by_modality_length=True)
+    out = list(stream)
+    assert len(out) == 16
+    for start in range(0, 16, 4):
+        assert len({s["has_image"] for s in out[start : start + 4]}) == 1
+
+
+def test_skip_totals_reach_the_loader_from_worker_processes(tmp_path, synthetic_root, datamodule):
+    shard = bad_sample_shard(tmp_path, synthetic_root)
+    loader = EpochLoader(ShardStream([str(shard)] * 2, datamodule.processor, batch_size=1, shuffle=False),
+                         collate_fn=datamodule.collator, num_workers=2)
+    assert len(list(loader)) == 2 and sum(loader.skipped.values()) == 10

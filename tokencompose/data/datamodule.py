@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from webdataset.shardlists import expand_urls
 
 from tokencompose.data.processing import Collator, ImageTransform, SampleProcessor
 from tokencompose.data.shards import MASKS_KEY, encode_png, pack_masks, write_shard
-from tokencompose.data.stream import EpochLoader, ShardStream
+from tokencompose.data.stream import EpochLoader, Mode, ShardStream
 from tokencompose.data.synthetic import ShapesGenerator, shapes_text_tokenizer
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,21 @@ def _urls(spec: str | list[str] | None) -> list[str]:
     return [url for s in specs for url in expand_urls(s)]
 
 
+def manifest_samples(urls: list[str]) -> int | None:
+    """Total samples of ``urls`` from the converter's ``manifest.json`` next to them (local shards only)."""
+    total = 0
+    for folder, names in itertools.groupby(sorted(urls), key=lambda u: str(Path(u).parent)):
+        manifest = Path(folder) / "manifest.json"
+        if not manifest.is_file():
+            return None
+        shards = json.loads(manifest.read_text()).get("shards", {})
+        for name in names:
+            if Path(name).name not in shards:
+                return None
+            total += int(shards[Path(name).name]["samples"])
+    return total
+
+
 class ShardDataModule(L.LightningDataModule):
     """Streams WebDataset shards for a ``VLM``.
 
@@ -88,6 +104,11 @@ class ShardDataModule(L.LightningDataModule):
         synthetic: generate the built-in shapes data and use its shards for any split not given.
         batch_size: per device. num_workers: loader processes. seed: shuffling seed (train only).
         shuffle_buffer: samples held for shuffling.
+        train_mode: ``resampled`` (fixed batches per rank; ranks never wait on each other) or ``exact``
+            (every sample once per epoch, ranks may differ in batch count). Evaluation is always exact.
+        train_batches_per_epoch: per rank, for ``resampled``; default: samples / (world size x batch size),
+            samples from the synthetic settings or the converter's ``manifest.json``.
+        group_by_modality_length: batches of one modality (image or text-only) and similar length.
 
     The model supplies image size, normalisation, text tokenizer, template and token budget: ``setup`` reads
     them from the trainer's model, or call ``attach(model)`` to use the module on its own.
@@ -103,6 +124,9 @@ class ShardDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         shuffle_buffer: int = 256,
+        train_mode: Mode = "resampled",
+        train_batches_per_epoch: int | None = None,
+        group_by_modality_length: bool = False,
     ) -> None:
         super().__init__()
         self.synthetic = synthetic
@@ -114,6 +138,11 @@ class ShardDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer
+        if train_mode not in ("resampled", "exact"):
+            raise ValueError(f"ShardDataModule: train_mode={train_mode!r}; allowed: 'resampled', 'exact'")
+        self.train_mode = train_mode
+        self.train_batches_per_epoch = train_batches_per_epoch
+        self.group_by_modality_length = group_by_modality_length
         self.processor: SampleProcessor | None = None
         self.collator: Collator | None = None
         self._train_loader: EpochLoader | None = None
@@ -137,18 +166,32 @@ class ShardDataModule(L.LightningDataModule):
         if self.processor is None:
             raise RuntimeError("ShardDataModule: no model attached; call `attach(model)` or use it with a Trainer")
 
-    def _loader(self, split: str, shuffle: bool) -> EpochLoader:
+    def batches_per_rank(self) -> int:
+        """Resampled-mode epoch length per rank."""
+        if self.train_batches_per_epoch is not None:
+            return self.train_batches_per_epoch
+        samples = self.synthetic.train_samples if self.synthetic is not None else manifest_samples(self.urls["train"])
+        if samples is None:
+            raise ValueError(
+                "ShardDataModule: set `data.train_batches_per_epoch` (no manifest.json gives the sample count)"
+            )
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return max(1, samples // (world * self.batch_size))
+
+    def _loader(self, split: str, shuffle: bool, mode: Mode = "exact") -> EpochLoader:
         urls = self.urls[split]
         if not urls:
             raise ValueError(f"ShardDataModule: no shards for split {split!r}; set `data.{split}` or `data.synthetic`")
         stream = ShardStream(
             urls, self.processor, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed,
-            buffer_size=self.shuffle_buffer,
+            buffer_size=self.shuffle_buffer, mode=mode,
+            batches_per_rank=self.batches_per_rank() if mode == "resampled" else None,
+            group_by_modality_length=self.group_by_modality_length and split == "train",
         )
         return EpochLoader(stream, num_workers=self.num_workers, collate_fn=self.collator)
 
     def train_dataloader(self) -> EpochLoader:
-        self._train_loader = self._loader("train", shuffle=True)
+        self._train_loader = self._loader("train", shuffle=True, mode=self.train_mode)
         if self._resume is not None:
             self._train_loader.resume(*self._resume)
             self._resume = None

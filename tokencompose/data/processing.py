@@ -12,7 +12,8 @@ from PIL import Image
 from torch import Tensor
 
 from tokencompose.data.shards import EMBEDDINGS_KEY, MASKS_KEY, unpack_masks
-from tokencompose.llm.conversation import IGNORE_INDEX, ConversationEncoder
+from tokencompose.llm.conversation import IGNORE_INDEX, ConversationEncoder, SequenceTooLong
+from tokencompose.llm.templates import IMAGE_PLACEHOLDER
 from tokencompose.types import ObjectMasks, VLMBatch
 
 
@@ -65,16 +66,52 @@ class ImageTransform:
         return square[:, top : top + height, left : left + width]
 
 
+class BadSample(ValueError):
+    """A sample that cannot be trained on; ``reason`` is a short category used for counting."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
+ROLES = ("human", "gpt")
+
+
+def check_record(record: Any, has_image: bool) -> list[dict[str, str]]:
+    """The sample's conversation, or BadSample naming what is wrong with it."""
+    if not isinstance(record, dict) or not isinstance(record.get("conversations"), list) or not record["conversations"]:
+        raise BadSample("missing conversations")
+    conversation = record["conversations"]
+    for i, turn in enumerate(conversation):
+        if not isinstance(turn, dict) or turn.get("from") not in ROLES:
+            raise BadSample("unknown role", f"turn {i}: {turn.get('from') if isinstance(turn, dict) else turn!r}")
+        if turn["from"] != ROLES[i % 2] or not isinstance(turn.get("value"), str):
+            raise BadSample("malformed conversation", f"turn {i}")
+    placeholders = sum(turn["value"].count(IMAGE_PLACEHOLDER) for turn in conversation)
+    if has_image and placeholders == 0:
+        raise BadSample("image placeholder missing")
+    if placeholders > 1:
+        raise BadSample("image placeholder repeated", f"{placeholders} times")
+    if not has_image and placeholders:
+        raise BadSample("image placeholder without image")
+    return conversation
+
+
 @dataclass
 class SampleProcessor:
-    """A decoded shard sample -> tensors for one example (runs in data-loader workers)."""
+    """A decoded shard sample -> tensors for one example (runs in data-loader workers).
+
+    Raises ``BadSample`` for samples that cannot be used; the stream skips and counts them.
+    """
 
     transform: ImageTransform
     conversations: ConversationEncoder
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        record = sample["json"]
-        image = next((sample[k] for k in ("png", "jpg", "jpeg", "webp") if k in sample), None)
+        record = sample.get("json")
+        image = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
+        conversation = check_record(record, has_image=image is not None)
         masks = None
         if MASKS_KEY in sample:
             masks = unpack_masks(sample[MASKS_KEY], int(record["mask_size"][1]))
@@ -84,12 +121,15 @@ class SampleProcessor:
             pixels, mask_tensor = torch.zeros(3, size, size), None
         else:
             pixels, mask_tensor = self.transform(image, masks)
-        conversation = record["conversations"]
-        full = self.conversations.encode(conversation)
-        prompt = self.conversations.encode(conversation, add_generation_prompt=True)
+        try:
+            full = self.conversations.encode(conversation)
+            prompt = self.conversations.encode(conversation, add_generation_prompt=True)
+        except SequenceTooLong as error:
+            raise BadSample("sequence too long", str(error)) from error
         scores = [obj.get("score", 1.0) for obj in record.get("objects", [])]
         return {
             "key": sample["__key__"],
+            "has_image": image is not None,
             "pixels": pixels,
             "masks": mask_tensor,
             "scores": torch.tensor(scores[: 0 if mask_tensor is None else mask_tensor.shape[0]], dtype=torch.float),

@@ -74,12 +74,25 @@ SAFE_DECODERS = {
 }
 
 
+class DecodeError(ValueError):
+    """A member of a sample could not be decoded; ``reason`` names its kind (``corrupt image``, ...)."""
+
+    def __init__(self, reason: str, key: str, error: Exception) -> None:
+        super().__init__(f"{reason} ({key}): {type(error).__name__}: {error}")
+        self.reason = reason
+
+
 def decode_sample(raw: dict[str, Any]) -> dict[str, Any]:
     """Raw tar members -> decoded values for known safe extensions (the last dotted part of each key)."""
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        decoder = SAFE_DECODERS.get(key.rsplit(".", 1)[-1]) if not key.startswith("__") else None
-        out[key] = decoder(value) if decoder is not None else value
+        extension = key.rsplit(".", 1)[-1]
+        decoder = SAFE_DECODERS.get(extension) if not key.startswith("__") else None
+        try:
+            out[key] = decoder(value) if decoder is not None else value
+        except Exception as error:  # noqa: BLE001 - the decoder's own error says what; we add which kind
+            kind = "corrupt image" if extension in ("png", "jpg", "jpeg", "webp") else f"corrupt {extension}"
+            raise DecodeError(kind, key, error) from error
     return out
 
 
