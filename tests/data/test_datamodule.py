@@ -198,3 +198,15 @@ def test_skip_totals_reach_the_loader_from_worker_processes(tmp_path, synthetic_
     loader = EpochLoader(ShardStream([str(shard)] * 2, datamodule.processor, batch_size=1, shuffle=False),
                          collate_fn=datamodule.collator, num_workers=2)
     assert len(list(loader)) == 2 and sum(loader.skipped.values()) == 10
+
+
+
+
+def test_batches_from_worker_processes_equal_in_process_batches(datamodule):
+    in_process = list(datamodule.val_dataloader())
+    datamodule.num_workers = 1
+    from_worker = list(datamodule.val_dataloader())
+    assert len(in_process) == len(from_worker) == 4
+    for a, b in zip(in_process, from_worker, strict=True):
+        assert torch.equal(a.pixels, b.pixels) and torch.equal(a.input_ids, b.input_ids)
+        assert torch.equal(a.objects.masks, b.objects.masks) and a.keys == b.keys

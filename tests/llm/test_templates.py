@@ -84,3 +84,21 @@ def test_shapes_tokenizer_chat_template_gives_answer_targets(text_tokenizer):
 def test_bad_conversation_names_the_turn(text_tokenizer):
     with pytest.raises(ValueError, match="turn 1"):
         VicunaV1Template().segments([{"from": "human", "value": "q"}, {"from": "robot", "value": "a"}], text_tokenizer)
+
+
+@pytest.mark.parametrize("template", [VicunaV1Template(), PlainTemplate(), HFChatTemplate()], ids=type)
+def test_prompt_from_one_tokenisation_equals_the_generation_prompt(template, text_tokenizer):
+    encoder = ConversationEncoder(text_tokenizer, template, max_length=512, visual_tokens_per_image=4)
+    conversation = CONVERSATION[:2] if isinstance(template, PlainTemplate) else CONVERSATION
+    full, prompt = encoder.encode_with_prompt(conversation)
+    assert full.input_ids == encoder.encode(conversation).input_ids
+    assert prompt.input_ids == encoder.encode(conversation, add_generation_prompt=True).input_ids
+
+
+def test_conversation_encoder_pickles_for_spawned_workers(text_tokenizer):
+    import pickle
+
+    encoder = ConversationEncoder(text_tokenizer, VicunaV1Template(), max_length=512, visual_tokens_per_image=4)
+    encoder.encode(CONVERSATION)
+    copy = pickle.loads(pickle.dumps(encoder))
+    assert copy.encode(CONVERSATION) == encoder.encode(CONVERSATION)

@@ -53,6 +53,8 @@ class ImageTransform:
         side = max(image.size)
         padded = np.zeros((masks.shape[0], side, side), dtype=bool)
         padded[:, top : top + masks.shape[1], left : left + masks.shape[2]] = masks
+        if side == self.image_size:
+            return pixels, torch.from_numpy(padded)
         resized = F.interpolate(torch.from_numpy(padded)[None].float(), size=self.image_size, mode="nearest")
         return pixels, resized[0].bool()
 
@@ -122,8 +124,7 @@ class SampleProcessor:
         else:
             pixels, mask_tensor = self.transform(image, masks)
         try:
-            full = self.conversations.encode(conversation)
-            prompt = self.conversations.encode(conversation, add_generation_prompt=True)
+            full, prompt = self.conversations.encode_with_prompt(conversation)
         except SequenceTooLong as error:
             raise BadSample("sequence too long", str(error)) from error
         scores = [obj.get("score", 1.0) for obj in record.get("objects", [])]

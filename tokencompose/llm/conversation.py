@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -35,14 +36,27 @@ class ConversationEncoder:
     max_length: int
     visual_tokens_per_image: int
 
-    def _tokenize(self, text: str) -> list[int]:
+    def __post_init__(self) -> None:
+        # The same segments recur in every sample (the system prompt above all): tokenise each text once.
+        self._tokenize = functools.lru_cache(maxsize=4096)(self._tokenize_uncached)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_tokenize"]  # a per-instance cache: rebuilt after unpickling (spawned loader workers)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
+
+    def _tokenize_uncached(self, text: str) -> tuple[int, ...]:
         ids: list[int] = []
         for i, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
             if i > 0:
                 ids.append(IMAGE_TOKEN_ID)
             if piece:
                 ids.extend(self.text_tokenizer(piece, add_special_tokens=False).input_ids)
-        return ids
+        return tuple(ids)
 
     def encode(self, conversation: list[dict[str, str]], add_generation_prompt: bool = False) -> EncodedConversation:
         """Conversation -> ids and labels; with ``add_generation_prompt`` the last answer is left out."""
@@ -57,6 +71,21 @@ class ConversationEncoder:
             input_ids += ids
             labels += [i if segment.is_target and i != IMAGE_TOKEN_ID else IGNORE_INDEX for i in ids]
         return self._fit(EncodedConversation(input_ids, labels))
+
+    def encode_with_prompt(self, conversation: list[dict[str, str]]) -> tuple[EncodedConversation, EncodedConversation]:
+        """(training ids and labels, generation prompt) from one tokenisation.
+
+        The prompt is everything before the last answer, which is what ``add_generation_prompt`` renders for a
+        conversation that ends with an answer (tested for every template).
+        """
+        full = self.encode(conversation)
+        if conversation[-1].get("from") != "gpt":
+            return full, full
+        last_answer = len(full.labels)
+        while last_answer > 0 and full.labels[last_answer - 1] != IGNORE_INDEX:
+            last_answer -= 1
+        prompt = full.input_ids[:last_answer]
+        return full, EncodedConversation(prompt, [IGNORE_INDEX] * len(prompt))
 
     def expanded_length(self, input_ids: list[int]) -> int:
         images = input_ids.count(IMAGE_TOKEN_ID)
