@@ -210,3 +210,17 @@ def test_batches_from_worker_processes_equal_in_process_batches(datamodule):
     for a, b in zip(in_process, from_worker, strict=True):
         assert torch.equal(a.pixels, b.pixels) and torch.equal(a.input_ids, b.input_ids)
         assert torch.equal(a.objects.masks, b.objects.masks) and a.keys == b.keys
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_exact_pass_covers_every_sample_once_per_worker_layout(datamodule, workers):
+    datamodule.num_workers = workers
+    datamodule.train_mode = "exact"
+    keys = keys_of(datamodule.train_dataloader())
+    assert len(keys) == len(set(keys)) == 96
+
+
+def test_shards_stream_through_pipe_commands(synthetic_root, datamodule):
+    url = f"pipe:cat {synthetic_root / 'val-000000.tar'}"
+    stream = ShardStream([url], datamodule.processor, batch_size=4, shuffle=False)
+    assert len(list(stream)) == 32
