@@ -21,6 +21,7 @@ from tokencompose.llm.generation import greedy_generate
 from tokencompose.llm.templates import ChatTemplate, VicunaV1Template
 from tokencompose.masks.annotator import ObjectAnnotator
 from tokencompose.optimization import Optimization, warmup_cosine
+from tokencompose.profiling import StageProfiler, stage
 from tokencompose.projectors.base import MLPProjector, ProjectorFactory
 from tokencompose.scalers.base import NoScaler, StreamScaler
 from tokencompose.tokenizers.base import VisualTokenizer
@@ -122,21 +123,27 @@ class VLM(L.LightningModule):
             visual_tokens_per_image=sum(self.visual_tokens_per_image().values()),
         )
 
-    def encode_images(self, pixels: Tensor, objects: ObjectMasks | None = None) -> VisualSequence:
+    def encode_images(
+        self, pixels: Tensor, objects: ObjectMasks | None = None, profiler: StageProfiler | None = None
+    ) -> VisualSequence:
         """(B, 3, S, S) (+ masks) -> VisualSequence(tokens (B, N, D_llm), valid (B, N), kind (N,))."""
         if self.object_annotator is not None:
-            objects = self.object_annotator(self.encoder, pixels, objects)
-        features = self.encoder(pixels)
-        streams = {name: tok(features, objects) for name, tok in self.tokenizers.items()}
-        streams = self.scaler(streams)
-        return compose_streams(streams, self.projectors, self.shared_projector)
+            with stage(profiler, "mask_front_end"):
+                objects = self.object_annotator(self.encoder, pixels, objects)
+        with stage(profiler, "encoder"):
+            features = self.encoder(pixels)
+        with stage(profiler, "reduction"):
+            streams = {name: tok(features, objects) for name, tok in self.tokenizers.items()}
+            streams = self.scaler(streams)
+        with stage(profiler, "projector"):
+            return compose_streams(streams, self.projectors, self.shared_projector)
 
-    def fuse(self, batch: VLMBatch, for_generation: bool = False) -> FusedInputs:
+    def fuse(self, batch: VLMBatch, for_generation: bool = False, profiler: StageProfiler | None = None) -> FusedInputs:
         """Text embeddings with each image placeholder replaced by that image's visual tokens."""
         input_ids = batch.prompt_ids if for_generation else batch.input_ids
         mask = batch.prompt_mask if for_generation else batch.attention_mask
         has_image = (input_ids == IMAGE_TOKEN_ID).any(1)  # (B,): text-only samples carry no visual tokens
-        visual = self.encode_images(batch.pixels, batch.objects)
+        visual = self.encode_images(batch.pixels, batch.objects, profiler)
         return fuse_visual_tokens(
             input_ids,
             self.llm.embed(input_ids),
@@ -191,11 +198,16 @@ class VLM(L.LightningModule):
         ]
 
     @torch.no_grad()
-    def generate(self, batch: VLMBatch, max_new_tokens: int | None = None, use_cache: bool = True) -> list[str]:
+    def generate(
+        self,
+        batch: VLMBatch,
+        max_new_tokens: int | None = None,
+        use_cache: bool = True,
+        profiler: StageProfiler | None = None,
+    ) -> list[str]:
         """Greedy answers to the batch's prompts (left-padded, so results do not depend on the batch)."""
-        ids = greedy_generate(
-            self.llm, self.fuse(batch, for_generation=True), max_new_tokens or self.max_new_tokens, use_cache
-        )
+        prompt = self.fuse(batch, for_generation=True, profiler=profiler)
+        ids = greedy_generate(self.llm, prompt, max_new_tokens or self.max_new_tokens, use_cache, profiler)
         return self.llm.text_tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     # ------------------------------------------------------------------ optimisation

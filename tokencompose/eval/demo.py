@@ -10,15 +10,17 @@ from tokencompose.eval.report import SchemeResult, format_table, summarise
 SCHEMES = (("Mask-LLaVA (CLS + 2x2 patches + objects)", "mask_llava.yaml"), ("LLaVA-1.5 (all patches)", "llava15.yaml"))
 
 
-def train_and_evaluate(scheme: str, recipe: Path, extra_args: list[str]) -> SchemeResult:
-    """Fit one recipe through the CLI, then predict on the validation shards and summarise."""
+def train_and_evaluate(scheme: str, recipe: Path, extra_args: list[str], out: Path) -> SchemeResult:
+    """Fit one recipe through the CLI, then evaluate it with the benchmark runner on the validation shards."""
     from tokencompose.cli import TokenComposeCLI
+    from tokencompose.eval.runner import evaluate
 
     cli = TokenComposeCLI(args=["--config", str(recipe), *extra_args], run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    batches = cli.trainer.predict(cli.model, datamodule=cli.datamodule)
-    records = [record for batch in batches for record in batch]
-    return summarise(scheme, sum(cli.model.visual_tokens_per_image().values()), records)
+    result = evaluate(cli.model, "shapes", cli.datamodule.urls["predict"], out / recipe.stem, batch_size=16)
+    summary = summarise(scheme, sum(cli.model.visual_tokens_per_image().values()), result.records)
+    summary.cost = result.cost
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         if not recipe.exists():
             raise SystemExit(f"tokencompose demo: recipe {recipe} not found (run from the repository root or pass --recipes)")
         print(f"\n=== {scheme}: {recipe}")
-        results.append(train_and_evaluate(scheme, recipe, extra))
+        results.append(train_and_evaluate(scheme, recipe, extra, args.out.parent / "demo_eval"))
     table = format_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table + "\n")

@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from tokencompose.eval.cost import Cost
 from tokencompose.model import normalise_answer
 
 
@@ -15,7 +16,8 @@ class SchemeResult:
     token_slots: int
     mean_visual_tokens: float
     accuracy: dict[str, float]  # per question type, plus "all"
-    ms_per_sample: float
+    ms_per_sample: float  # batched prediction wall time per sample
+    cost: Cost | None = None  # per-sample split at batch size 1
 
 
 def summarise(scheme: str, token_slots: int, records: list[dict[str, Any]]) -> SchemeResult:
@@ -39,10 +41,14 @@ def summarise(scheme: str, token_slots: int, records: list[dict[str, Any]]) -> S
 def format_table(results: list[SchemeResult]) -> str:
     """Results -> a Markdown table (scheme, visual tokens, accuracy per question type, latency)."""
     types = sorted({k for r in results for k in r.accuracy if k != "all"}) + ["all"]
+    with_cost = all(r.cost is not None for r in results)
     header = ["scheme", "visual tokens / image (slots)", *[f"acc {t}" for t in types], "ms / sample"]
+    header += ["TTFT ms (batch 1)", "prefill MFLOPs"] if with_cost else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         accuracy = [f"{100 * r.accuracy.get(t, float('nan')):.1f}" for t in types]
         row = [r.scheme, f"{r.mean_visual_tokens:.1f} ({r.token_slots})", *accuracy, f"{r.ms_per_sample:.2f}"]
+        if with_cost:
+            row += [f"{r.cost.ttft_ms:.2f}", f"{1000 * r.cost.gflops.get('prefill', 0.0):.1f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

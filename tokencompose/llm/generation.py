@@ -7,10 +7,13 @@ from torch import Tensor
 
 from tokencompose.llm.causal_lm import CausalLM
 from tokencompose.llm.fusion import FusedInputs
+from tokencompose.profiling import StageProfiler, stage
 
 
 @torch.no_grad()
-def greedy_generate(lm: CausalLM, prompt: FusedInputs, max_new_tokens: int, use_cache: bool = True) -> Tensor:
+def greedy_generate(
+    lm: CausalLM, prompt: FusedInputs, max_new_tokens: int, use_cache: bool = True, profiler: StageProfiler | None = None
+) -> Tensor:
     """Left-padded fused prompt (B, L, D) -> generated ids (B, max_new_tokens); after EOS a row emits pad.
 
     Positions come from the attention mask, so the tokens a row gets do not depend on the rest of the batch.
@@ -23,9 +26,10 @@ def greedy_generate(lm: CausalLM, prompt: FusedInputs, max_new_tokens: int, use_
     generated: list[Tensor] = []
     past = None
     step_embeds, step_positions = embeds, positions
-    for _ in range(max_new_tokens):
-        out = lm(step_embeds, mask, step_positions, past_key_values=past, use_cache=use_cache)
-        next_ids = out.logits[:, -1].argmax(-1)  # (B,)
+    for step in range(max_new_tokens):
+        with stage(profiler, "prefill" if step == 0 else "decode"):
+            out = lm(step_embeds, mask, step_positions, past_key_values=past, use_cache=use_cache)
+            next_ids = out.logits[:, -1].argmax(-1)  # (B,)
         next_ids = next_ids.masked_fill(done, pad)
         generated.append(next_ids)
         done |= next_ids == eos

@@ -1,0 +1,185 @@
+"""Benchmark metrics as torchmetrics ``Metric``s: states are sums or concatenated tensors, so they are correct
+under distributed synchronisation (each rank updates with its own samples, ``compute`` sees all)."""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from tokencompose.eval.normalize import vqa_accuracy
+from tokencompose.eval.parsing import (
+    normalize_exact,
+    parse_option_letter,
+    parse_yes_no_mme,
+    parse_yes_no_pope,
+)
+
+
+class VQAAccuracy(Metric):
+    """VQAv2 / TextVQA / VizWiz accuracy (official normalisation and leave-one-out). update(preds, answers)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("score", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, predictions: list[str], answers: list[list[str]]) -> None:
+        for prediction, references in zip(predictions, answers, strict=True):
+            self.score += vqa_accuracy(prediction, references)
+            self.count += 1
+
+    def compute(self) -> Tensor:
+        return 100 * self.score / self.count.clamp(min=1)
+
+
+class ExactMatch(Metric):
+    """GQA accuracy: normalised exact match. update(preds, answers)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("correct", default=torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, predictions: list[str], answers: list[str]) -> None:
+        for prediction, answer in zip(predictions, answers, strict=True):
+            self.correct += int(normalize_exact(prediction) == normalize_exact(answer))
+            self.count += 1
+
+    def compute(self) -> Tensor:
+        return 100 * self.correct / self.count.clamp(min=1)
+
+
+class POPEMetrics(Metric):
+    """POPE accuracy, precision, recall, F1 ('yes' is positive) and yes-ratio. update(preds, labels yes/no)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("tp", "fp", "tn", "fn"):
+            self.add_state(name, default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, predictions: list[str], labels: list[str]) -> None:
+        for prediction, label in zip(predictions, labels, strict=True):
+            yes, positive = parse_yes_no_pope(prediction) == "yes", label.strip().lower() == "yes"
+            self.tp += int(yes and positive)
+            self.fp += int(yes and not positive)
+            self.tn += int(not yes and not positive)
+            self.fn += int(not yes and positive)
+
+    def compute(self) -> dict[str, Tensor]:
+        tp, fp, tn, fn = (getattr(self, n).double() for n in ("tp", "fp", "tn", "fn"))
+        total = (tp + fp + tn + fn).clamp(min=1)
+        precision = tp / (tp + fp).clamp(min=1)
+        recall = tp / (tp + fn).clamp(min=1)
+        return {
+            "accuracy": 100 * (tp + tn) / total,
+            "precision": 100 * precision,
+            "recall": 100 * recall,
+            "f1": 100 * 2 * precision * recall / (precision + recall).clamp(min=1e-12),
+            "yes_ratio": 100 * (tp + fp) / total,
+        }
+
+
+MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
+MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
+MME_SUBTASKS = MME_PERCEPTION + MME_COGNITION
+
+
+def stable_id(text: str) -> int:
+    """A process-independent integer for a string (Python's hash() is salted per process)."""
+    return zlib.crc32(text.encode())
+
+
+class MMEScore(Metric):
+    """MME: per subtask accuracy (per question) and accuracy+ (both questions of an image right); score =
+    acc + acc+ (in %); perception and cognition totals. update(preds, answers, subtasks, images)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("subtask", "image", "correct"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, predictions: list[str], answers: list[str], subtasks: list[str], images: list[str]) -> None:
+        for prediction, answer, subtask, image in zip(predictions, answers, subtasks, images, strict=True):
+            if subtask not in MME_SUBTASKS:
+                raise ValueError(f"MMEScore: unknown subtask {subtask!r}; known: {list(MME_SUBTASKS)}")
+            self.subtask.append(torch.tensor([MME_SUBTASKS.index(subtask)]))
+            self.image.append(torch.tensor([stable_id(image)]))
+            self.correct.append(torch.tensor([parse_yes_no_mme(prediction) == answer.strip().lower()]))
+
+    def compute(self) -> dict[str, float]:
+        if not self.subtask:
+            return {}
+        cat = lambda s: s if isinstance(s, Tensor) else torch.cat(s)  # noqa: E731 - synced states arrive concatenated
+        subtask, image, correct = cat(self.subtask), cat(self.image), cat(self.correct)
+        scores: dict[str, float] = {}
+        for index, name in enumerate(MME_SUBTASKS):
+            mine = subtask == index
+            if not mine.any():
+                continue
+            accuracy = correct[mine].float().mean().item()
+            per_image: dict[int, bool] = {}
+            for img, ok in zip(image[mine].tolist(), correct[mine].tolist(), strict=True):
+                per_image[img] = per_image.get(img, True) and ok
+            accuracy_plus = sum(per_image.values()) / len(per_image)
+            scores[name] = 100 * (accuracy + accuracy_plus)
+        scores["perception"] = sum(scores.get(n, 0.0) for n in MME_PERCEPTION)
+        scores["cognition"] = sum(scores.get(n, 0.0) for n in MME_COGNITION)
+        return scores
+
+
+class OptionAccuracy(Metric):
+    """ScienceQA-IMG: the parsed option letter equals the answer letter (unparseable = wrong).
+    update(preds, answer letters, option counts)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("correct", default=torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, predictions: list[str], answers: list[str], num_options: list[int]) -> None:
+        for prediction, answer, n in zip(predictions, answers, num_options, strict=True):
+            self.correct += int(parse_option_letter(prediction, n) == answer)
+            self.count += 1
+
+    def compute(self) -> Tensor:
+        return 100 * self.correct / self.count.clamp(min=1)
+
+
+class CircularAccuracy(Metric):
+    """MMBench circular evaluation: a question counts only if every rotation of its options is answered right.
+    update(preds, answer letters, option counts, question ids) — rotations share the question id."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("question", default=[], dist_reduce_fx="cat")
+        self.add_state("correct", default=[], dist_reduce_fx="cat")
+
+    def update(self, predictions: list[str], answers: list[str], num_options: list[int], questions: list[int]) -> None:
+        for prediction, answer, n, question in zip(predictions, answers, num_options, questions, strict=True):
+            self.question.append(torch.tensor([int(question)]))
+            self.correct.append(torch.tensor([parse_option_letter(prediction, n) == answer]))
+
+    def compute(self) -> Tensor:
+        if not self.question:
+            return torch.tensor(0.0)
+        cat = lambda s: s if isinstance(s, Tensor) else torch.cat(s)  # noqa: E731
+        question, correct = cat(self.question), cat(self.correct)
+        groups: dict[int, bool] = {}
+        for q, ok in zip(question.tolist(), correct.tolist(), strict=True):
+            groups[q] = groups.get(q, True) and ok
+        return torch.tensor(100 * sum(groups.values()) / len(groups))
