@@ -19,11 +19,14 @@ class EncoderOutput:
     cls:       (B, Dv)      CLS token of the selected layer.
     patches:   (B, h, w, Dv) patch tokens of the selected layer, in raster order.
     embedding: (B, De)      final (projected) image embedding, the space MaskInversion works in.
+    cls_attention: (B, h*w) the CLS query's attention over the patches at ``encoder.cls_attention_layer``,
+                   averaged over heads (post-softmax over all tokens); None unless a tokenizer asked for it.
     """
 
     cls: Tensor
     patches: Tensor
     embedding: Tensor
+    cls_attention: Tensor | None = None
 
 
 @dataclass

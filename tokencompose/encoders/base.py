@@ -44,6 +44,14 @@ class VisionEncoder(L.LightningModule):
         super().__init__()
         self.select_layer = select_layer
         self.freeze = freeze
+        self.cls_attention_layer: int | None = None  # set by tokenizers that rank patches by CLS attention
+
+    def cls_attention(self, block: int, x: Tensor) -> Tensor:
+        """Block input (B, T, C) -> the CLS query's post-softmax attention over the patches (B, T - 1), mean
+        over heads. Only the CLS query row is computed."""
+        queries, keys, _, scale = self.attention_inputs(block, x)
+        attention = torch.softmax((queries[:, :, :1] @ keys.transpose(-1, -2)) * scale, dim=-1)  # (B, H, 1, T)
+        return attention[:, :, 0, 1:].mean(dim=1)
 
     @property
     def grid_size(self) -> int:

@@ -66,7 +66,11 @@ class HFCLIPEncoder(VisionEncoder):
         hidden = out.hidden_states[self.select_layer]  # (B, 1 + h*w, Dv)
         embedding = out.image_embeds if self.with_projection else out.pooler_output
         patches = rearrange(hidden[:, 1:], "b (h w) d -> b h w d", h=self.grid_size)
-        return EncoderOutput(cls=hidden[:, 0], patches=patches, embedding=embedding)
+        cls_attention = None
+        if self.cls_attention_layer is not None:
+            block = self.cls_attention_layer % self.num_blocks
+            cls_attention = self.cls_attention(block, out.hidden_states[block])
+        return EncoderOutput(cls=hidden[:, 0], patches=patches, embedding=embedding, cls_attention=cls_attention)
 
     @property
     def num_blocks(self) -> int:

@@ -104,8 +104,17 @@ class OpenCLIPEncoder(VisionEncoder):
 
     def forward(self, pixels: Tensor) -> EncoderOutput:
         """(B, 3, S, S) -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De))."""
+        attention_block = None if self.cls_attention_layer is None else self.cls_attention_layer % self.num_blocks
+        if attention_block == 0:
+            raise ValueError("OpenCLIPEncoder: CLS attention of the first block is not available")
+        indices = sorted({self._block_index} | ({attention_block - 1} if attention_block is not None else set()))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            out = self.visual.forward_intermediates(pixels, indices=[self._block_index], output_extra_tokens=True)
-        patches = rearrange(out["image_intermediates"][0], "b d h w -> b h w d")
-        cls = out["image_intermediates_prefix"][0][:, 0]  # (B, Dv)
-        return EncoderOutput(cls=cls, patches=patches, embedding=out["image_features"])
+            out = self.visual.forward_intermediates(pixels, indices=indices, output_extra_tokens=True)
+            tokens = {i: (prefix, rearrange(grid, "b d h w -> b h w d"))
+                      for i, prefix, grid in zip(indices, out["image_intermediates_prefix"], out["image_intermediates"], strict=True)}
+            cls_attention = None
+            if attention_block is not None:
+                prefix, grid = tokens[attention_block - 1]  # the input of the attention block
+                cls_attention = self.cls_attention(attention_block, torch.cat([prefix, grid.flatten(1, 2)], dim=1))
+        prefix, patches = tokens[self._block_index]
+        return EncoderOutput(cls=prefix[:, 0], patches=patches, embedding=out["image_features"], cls_attention=cls_attention)

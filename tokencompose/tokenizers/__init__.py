@@ -1,5 +1,6 @@
 """Visual tokenizers: global (CLS), patch pooling, object tokens."""
 
+from tokencompose.tokenizers.attention_select import CLSAttentionSelector
 from tokencompose.tokenizers.base import VisualTokenizer
 from tokencompose.tokenizers.global_token import GlobalTokenizer
 from tokencompose.tokenizers.object_embedding import (
@@ -8,9 +9,15 @@ from tokencompose.tokenizers.object_embedding import (
     ObjectEmbedding,
 )
 from tokencompose.tokenizers.objects import ObjectTokenizer
+from tokencompose.tokenizers.matryoshka_pool import MatryoshkaPoolTokenizer
 from tokencompose.tokenizers.patch_pool import PatchPoolTokenizer
+from tokencompose.tokenizers.queries import MatryoshkaQueryTransformer, QueryCompressor
 
 __all__ = [
+    "CLSAttentionSelector",
+    "MatryoshkaPoolTokenizer",
+    "MatryoshkaQueryTransformer",
+    "QueryCompressor",
     "GlobalTokenizer",
     "MaskInversionEmbedding",
     "MaskedPoolEmbedding",

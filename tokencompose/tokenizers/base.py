@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Any
 
 import lightning as L
 
@@ -22,7 +23,15 @@ class VisualTokenizer(L.LightningModule):
         """EncoderOutput (+ ObjectMasks) -> TokenStream(tokens (B, N, D), valid (B, N))."""
 
     def attach(self, encoder: VisionEncoder) -> None:
-        """Called once by the model with its encoder, for tokenizers that precompute from its weights."""
+        """Called once by the model with its encoder, for tokenizers that build or precompute from it."""
+
+    def budget_variants(self) -> list[Any]:
+        """Budgets the training loss is averaged over (one forward each, like M3's scales); [] for none."""
+        return []
+
+    def use_budget(self, variant: Any) -> None:
+        """Switch to one of ``budget_variants()``."""
+        raise NotImplementedError(f"{type(self).__name__} has no budget variants")
 
     @abstractmethod
     def num_tokens(self, encoder: VisionEncoder) -> int:

@@ -1,0 +1,43 @@
+"""FasterVLM: keep the patches the encoder's CLS token attends to most, before the LLM."""
+
+from __future__ import annotations
+
+import torch
+
+from tokencompose.encoders.base import VisionEncoder
+from tokencompose.tokenizers.base import VisualTokenizer
+from tokencompose.types import EncoderOutput, ObjectMasks, TokenStream
+
+
+class CLSAttentionSelector(VisualTokenizer):
+    """The top ``keep`` patches by the CLS query's attention at encoder layer ``layer`` (averaged over heads),
+    in their original order; ``keep=None`` keeps all (= LLaVA-1.5). ``keep`` can change at test time.
+    """
+
+    def __init__(self, keep: int | None = None, layer: int = -2) -> None:
+        super().__init__()
+        if keep is not None and keep < 1:
+            raise ValueError(f"CLSAttentionSelector: keep={keep}; must be >= 1 or None")
+        self.keep = keep
+        self.layer = layer
+
+    def attach(self, encoder: VisionEncoder) -> None:
+        encoder.cls_attention_layer = self.layer  # the encoder computes the CLS row of that layer in its forward
+
+    def forward(self, features: EncoderOutput, objects: ObjectMasks | None = None) -> TokenStream:
+        """EncoderOutput.patches (B, h, w, D) + cls_attention (B, h*w) -> TokenStream (B, keep, D)."""
+        patches = features.patches.flatten(1, 2)  # (B, h*w, D)
+        if self.keep is None or self.keep >= patches.shape[1]:
+            tokens = patches
+        else:
+            if features.cls_attention is None:
+                raise ValueError("CLSAttentionSelector: the encoder returned no CLS attention (was it attached?)")
+            index = features.cls_attention.topk(self.keep, dim=1).indices.sort(dim=1).values  # original order
+            tokens = patches.gather(1, index[..., None].expand(-1, -1, patches.shape[-1]))
+        return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
+
+    def num_tokens(self, encoder: VisionEncoder) -> int:
+        return encoder.grid_size**2 if self.keep is None else min(self.keep, encoder.grid_size**2)
+
+    def output_width(self, encoder: VisionEncoder) -> int:
+        return encoder.hidden_size

@@ -1,0 +1,123 @@
+"""Learnable-query tokenizers: LLaVA-Mini's compressor and MQT's Matryoshka query transformer.
+
+Both cross-attend from learnable queries to the patch tokens, with fixed 2-D sin-cos positions (MAE's
+``get_2d_sincos_pos_embed``) interpolated bicubically to the patch grid. Their weights are built when the
+model attaches its encoder, so their width is read from it, never typed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tokencompose.encoders.base import VisionEncoder
+from tokencompose.tokenizers.base import VisualTokenizer
+from tokencompose.types import EncoderOutput, ObjectMasks, TokenStream
+
+
+def sincos_1d(width: int, positions: Tensor) -> Tensor:
+    """(P,) positions -> (P, width): sin on the first half, cos on the second (MAE)."""
+    omega = 1.0 / 10000 ** (torch.arange(width // 2, dtype=torch.float64) / (width / 2))
+    angles = positions.double()[:, None] * omega[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1).float()
+
+
+def sincos_2d(width: int, side: int) -> Tensor:
+    """(side*side, width) table, MAE's layout: first half from the column index, second from the row."""
+    grid_w, grid_h = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="xy")
+    return torch.cat([sincos_1d(width // 2, grid_w.flatten()), sincos_1d(width // 2, grid_h.flatten())], dim=1)
+
+
+def resize_positions(table: Tensor, side: int, target: tuple[int, int]) -> Tensor:
+    """(side*side, D) -> (h*w, D), bicubic (LLaVA-Mini's ``get_abs_pos``)."""
+    if (side, side) == target:
+        return table
+    grid = table.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    return F.interpolate(grid, size=target, mode="bicubic", align_corners=False).permute(0, 2, 3, 1).flatten(1, 2)[0]
+
+
+class QueryCompressor(VisualTokenizer):
+    """LLaVA-Mini's compressor: C*C learnable queries, one cross-attention over the patch tokens.
+
+    queries = ln_q(Q) + pos_q; keys = ln_kv(X) + pos_kv (the C x C table resized to the grid); values = ln_kv(X).
+    With C = 1 the image becomes one token (and the position is a constant).
+    """
+
+    def __init__(self, side: int = 1, heads: int = 8) -> None:
+        super().__init__()
+        self.side = side
+        self.heads = heads
+
+    def attach(self, encoder: VisionEncoder) -> None:
+        width = encoder.hidden_size
+        if width % self.heads:
+            raise ValueError(f"QueryCompressor: heads={self.heads} must divide the encoder width {width}")
+        self.queries = nn.Parameter(torch.randn(self.side**2, width) * 0.02)
+        self.register_buffer("positions", sincos_2d(width, self.side), persistent=False)
+        self.ln_q, self.ln_kv = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = nn.MultiheadAttention(width, self.heads, batch_first=True)
+
+    def forward(self, features: EncoderOutput, objects: ObjectMasks | None = None) -> TokenStream:
+        """EncoderOutput.patches (B, h, w, D) -> TokenStream (B, C*C, D)."""
+        patches = features.patches
+        x = self.ln_kv(patches.flatten(1, 2))  # (B, h*w, D)
+        keys = x + resize_positions(self.positions, self.side, tuple(patches.shape[1:3]))
+        queries = (self.ln_q(self.queries) + self.positions).expand(x.shape[0], -1, -1)  # (B, C*C, D)
+        tokens, _ = self.attention(queries, keys, x, need_weights=False)
+        return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
+
+    def num_tokens(self, encoder: VisionEncoder) -> int:
+        return self.side**2
+
+    def output_width(self, encoder: VisionEncoder) -> int:
+        return encoder.hidden_size
+
+
+class MatryoshkaQueryTransformer(VisualTokenizer):
+    """MQT-LLaVA: M learnable queries of which the first m are used; m is drawn from {step, 2 step, ..., M}
+    for every training batch and can be any value at test time (``active``), without retraining.
+
+    As in the official code (``Resampler``), keys are the layer-normed *positions* resized to the grid, values
+    ln_v(X), queries ln_q(Q[:m] + pos[:m]).
+    """
+
+    def __init__(self, num_queries: int = 256, heads: int = 16, active: int | None = None, step: int = 2) -> None:
+        super().__init__()
+        if active is not None and not 1 <= active <= num_queries:
+            raise ValueError(f"MatryoshkaQueryTransformer: active={active}; must be in 1..{num_queries}")
+        self.num_queries, self.heads, self.active, self.step = num_queries, heads, active, step
+        self.side = math.isqrt(num_queries)
+        if self.side**2 != num_queries:
+            raise ValueError(f"MatryoshkaQueryTransformer: num_queries={num_queries} must be a square")
+
+    def attach(self, encoder: VisionEncoder) -> None:
+        width = encoder.hidden_size
+        self.queries = nn.Parameter(torch.nn.init.trunc_normal_(torch.empty(self.num_queries, width), std=0.02))
+        self.register_buffer("positions", sincos_2d(width, self.side), persistent=False)
+        self.ln_q, self.ln_k, self.ln_v = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = nn.MultiheadAttention(width, self.heads, batch_first=True)
+
+    def count(self) -> int:
+        """Queries used now: a random multiple of ``step`` in training, ``active`` (default all) otherwise."""
+        if self.training:
+            return self.step * int(torch.randint(1, self.num_queries // self.step + 1, ()))
+        return self.active or self.num_queries
+
+    def forward(self, features: EncoderOutput, objects: ObjectMasks | None = None) -> TokenStream:
+        """EncoderOutput.patches (B, h, w, D) -> TokenStream (B, m, D)."""
+        patches = features.patches
+        m = self.count()
+        values = self.ln_v(patches.flatten(1, 2))  # (B, h*w, D)
+        keys = self.ln_k(resize_positions(self.positions, self.side, tuple(patches.shape[1:3]))).expand_as(values)
+        queries = self.ln_q(self.queries[:m] + self.positions[:m]).expand(values.shape[0], -1, -1)
+        tokens, _ = self.attention(queries, keys, values, need_weights=False)
+        return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
+
+    def num_tokens(self, encoder: VisionEncoder) -> int:
+        return self.num_queries if self.training else (self.active or self.num_queries)
+
+    def output_width(self, encoder: VisionEncoder) -> int:
+        return encoder.hidden_size
