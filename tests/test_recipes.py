@@ -135,3 +135,16 @@ def tiny_mask_llava():
     from tests.recipe_utils import REPO
 
     return REPO / "recipes" / "tiny" / "mask_llava.yaml"
+
+
+@pytest.mark.parametrize("recipe", TINY_RECIPES, ids=lambda p: p.name)
+def test_kv_cache_on_and_off_give_the_same_greedy_answers_for_every_scheme(recipe, synthetic_root):
+    from tokencompose.data import ShardDataModule
+
+    cli = TokenComposeCLI(args=["--config", str(recipe), *small_data(synthetic_root), "--model.init_weights", "null"], run=False)
+    model = cli.model.eval()
+    data = ShardDataModule(val=str(synthetic_root / "val-000000.tar"), batch_size=4)
+    data.attach(model)
+    batch = next(iter(data.val_dataloader()))
+    with torch.enable_grad() if model.object_annotator is not None else torch.no_grad():
+        assert model.generate(batch, max_new_tokens=4, use_cache=True) == model.generate(batch, max_new_tokens=4, use_cache=False)

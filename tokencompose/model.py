@@ -15,9 +15,10 @@ from tokencompose.checkpoints import load_weights
 from tokencompose.compose import compose_streams
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.llm.causal_lm import CausalLM, causal_lm_loss
-from tokencompose.llm.conversation import IMAGE_TOKEN_ID, ConversationEncoder
+from tokencompose.llm.conversation import IGNORE_INDEX, IMAGE_TOKEN_ID, ConversationEncoder
 from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
 from tokencompose.llm.generation import greedy_generate
+from tokencompose.llm.prefusion import ModalityPreFusion
 from tokencompose.llm.templates import ChatTemplate, VicunaV1Template
 from tokencompose.masks.annotator import ObjectAnnotator
 from tokencompose.optimization import Optimization, warmup_cosine
@@ -53,6 +54,7 @@ class VLM(L.LightningModule):
             for stage 2); unlike ``--ckpt_path`` it does not resume optimiser or step.
         object_annotator: compute object masks and MaskInversion embeddings online (new images, or the tiny
             end-to-end recipes); training on stored annotations from ``tokencompose annotate`` needs none.
+        prefusion: LLaVA-Mini's modality pre-fusion; its ``context`` stream is seen by pre-fusion only.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class VLM(L.LightningModule):
         optimization: Optimization | None = None,
         init_weights: str | None = None,
         object_annotator: ObjectAnnotator | None = None,
+        prefusion: ModalityPreFusion | None = None,
     ) -> None:
         super().__init__()
         if not tokenizers:
@@ -82,6 +85,14 @@ class VLM(L.LightningModule):
         self.scaler = scaler if scaler is not None else NoScaler()
         self.scaler.check_streams(self.tokenizers.keys())
         self.llm = llm
+        self.prefusion = prefusion
+        if prefusion is not None:
+            if prefusion.context not in self.tokenizers:
+                raise ValueError(f"prefusion.context={prefusion.context!r} is not a stream; streams: {list(self.tokenizers)}")
+            prefusion.attach(llm)
+        varying = [name for name, tok in self.tokenizers.items() if tok.budget_variants()]
+        if len(varying) > 1:
+            raise ValueError(f"only one tokenizer may average the loss over budgets; {varying} all do")
         self.shared_projector = shared_projector
         self.projectors = self._build_projectors(projector or MLPProjector, shared_projector)
         self.template = template if template is not None else VicunaV1Template()
@@ -111,8 +122,15 @@ class VLM(L.LightningModule):
         return nn.ModuleDict({name: projector(width, self.llm.hidden_size) for name, width in widths.items()})
 
     def visual_tokens_per_image(self) -> dict[str, int]:
-        """Token slots per image for each stream (the budget), before any image is seen."""
-        return {name: tok.num_tokens(self.encoder) for name, tok in self.tokenizers.items()}
+        """Token slots per image that reach the LLM, per stream (the budget), before any image is seen."""
+        context = self.prefusion.context if self.prefusion is not None else None
+        return {name: tok.num_tokens(self.encoder) for name, tok in self.tokenizers.items() if name != context}
+
+    def llm_positions(self, visual: VisualSequence) -> Tensor:
+        """(N,) bool: which visual positions reach the LLM (all but pre-fusion's context stream)."""
+        if self.prefusion is None:
+            return torch.ones_like(visual.kind, dtype=torch.bool)
+        return visual.kind != visual.kinds.index(self.prefusion.context)
 
     def conversation_encoder(self) -> ConversationEncoder:
         """What the data pipeline needs to tokenise conversations for this model."""
@@ -142,17 +160,21 @@ class VLM(L.LightningModule):
         """Text embeddings with each image placeholder replaced by that image's visual tokens."""
         input_ids = batch.prompt_ids if for_generation else batch.input_ids
         mask = batch.prompt_mask if for_generation else batch.attention_mask
+        labels = None if for_generation else batch.labels
         has_image = (input_ids == IMAGE_TOKEN_ID).any(1)  # (B,): text-only samples carry no visual tokens
         visual = self.encode_images(batch.pixels, batch.objects, profiler)
+        text = self.llm.embed(input_ids)
+        to_llm = self.llm_positions(visual)
+        tokens, valid = visual.tokens[:, to_llm], visual.valid[:, to_llm]
+        if self.prefusion is not None:
+            instruction = mask.bool() & (input_ids >= 0)
+            if labels is not None:
+                instruction &= labels == IGNORE_INDEX  # pre-fusion never sees an answer
+            with stage(profiler, "reduction"):
+                text, tokens = self.prefusion(visual.tokens[:, ~to_llm], visual.valid[:, ~to_llm] & has_image[:, None],
+                                              tokens, text, instruction)
         return fuse_visual_tokens(
-            input_ids,
-            self.llm.embed(input_ids),
-            mask,
-            visual.tokens[has_image],
-            visual.valid[has_image],
-            IMAGE_TOKEN_ID,
-            labels=None if for_generation else batch.labels,
-            left_pad=for_generation,
+            input_ids, text, mask, tokens[has_image], valid[has_image], IMAGE_TOKEN_ID, labels=labels, left_pad=for_generation
         )
 
     # ------------------------------------------------------------------ steps
@@ -163,7 +185,16 @@ class VLM(L.LightningModule):
         return logits, causal_lm_loss(logits, fused.labels)
 
     def training_step(self, batch: VLMBatch, batch_idx: int) -> Tensor:
-        _, loss = self(batch)
+        varying = next((tok for tok in self.tokenizers.values() if tok.budget_variants()), None)
+        if varying is None:
+            _, loss = self(batch)
+        else:  # M3: the loss averaged over every budget, one forward each
+            losses = []
+            for variant in varying.budget_variants():
+                varying.use_budget(variant)
+                losses.append(self(batch)[1])
+            varying.use_budget(varying.budget_variants()[-1])
+            loss = torch.stack(losses).mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
@@ -180,7 +211,8 @@ class VLM(L.LightningModule):
 
     def predict_step(self, batch: VLMBatch, batch_idx: int) -> list[dict[str, Any]]:
         start = time.perf_counter()
-        visual_valid = self.encode_images(batch.pixels, batch.objects).valid
+        visual = self.encode_images(batch.pixels, batch.objects)
+        visual_valid = visual.valid[:, self.llm_positions(visual)]
         predictions = self.generate(batch)
         seconds = (time.perf_counter() - start) / len(batch)
         return [

@@ -10,6 +10,7 @@ from tokencompose.llm.conversation import (
 )
 from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
 from tokencompose.llm.generation import greedy_generate
+from tokencompose.llm.prefusion import ModalityPreFusion
 from tokencompose.llm.templates import ChatTemplate, HFChatTemplate, PlainTemplate, Segment, VicunaV1Template
 from tokencompose.llm.text_tokenizer import load_text_tokenizer
 
@@ -23,6 +24,7 @@ __all__ = [
     "FusedInputs",
     "HFChatTemplate",
     "LoraSettings",
+    "ModalityPreFusion",
     "PlainTemplate",
     "Segment",
     "SequenceTooLong",

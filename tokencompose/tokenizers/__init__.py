@@ -3,13 +3,13 @@
 from tokencompose.tokenizers.attention_select import CLSAttentionSelector
 from tokencompose.tokenizers.base import VisualTokenizer
 from tokencompose.tokenizers.global_token import GlobalTokenizer
+from tokencompose.tokenizers.matryoshka_pool import MatryoshkaPoolTokenizer
 from tokencompose.tokenizers.object_embedding import (
     MaskedPoolEmbedding,
     MaskInversionEmbedding,
     ObjectEmbedding,
 )
 from tokencompose.tokenizers.objects import ObjectTokenizer
-from tokencompose.tokenizers.matryoshka_pool import MatryoshkaPoolTokenizer
 from tokencompose.tokenizers.patch_pool import PatchPoolTokenizer
 from tokencompose.tokenizers.queries import MatryoshkaQueryTransformer, QueryCompressor
 

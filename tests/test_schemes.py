@@ -1,0 +1,109 @@
+"""LLaVA-Mini pre-fusion and the reduction family inside the model: equivalences and properties."""
+
+
+import torch
+from torch.testing import assert_close
+
+from tests.conftest import build_mask_llava
+from tokencompose.llm import ModalityPreFusion
+from tokencompose.tokenizers import (
+    CLSAttentionSelector,
+    MatryoshkaPoolTokenizer,
+    PatchPoolTokenizer,
+    QueryCompressor,
+)
+
+
+def llava_mini(text_tokenizer, **overrides):
+    return build_mask_llava(
+        text_tokenizer,
+        tokenizers={"patch": PatchPoolTokenizer(grid=None), "compressed": QueryCompressor(side=1, heads=4)},
+        scaler=None,
+        prefusion=ModalityPreFusion(num_layers=2, context="patch"),
+        **overrides,
+    )
+
+
+def test_llava_mini_sends_one_token_per_image_and_trains(text_tokenizer, make_batch):
+    model = llava_mini(text_tokenizer)
+    assert model.visual_tokens_per_image() == {"compressed": 1}
+    assert type(model.prefusion.layers[0]) is type(model.llm.model.model.layers[0])  # the LLM's own layer kind
+    batch = make_batch(model, count=3)
+    fused = model.fuse(batch)
+    assert fused.inputs_embeds.shape[1] == batch.input_ids.shape[1]  # the placeholder became exactly one token
+    _, loss = model(batch)
+    loss.backward()
+    assert model.prefusion.layers[0].mlp.down_proj.weight.grad.abs().sum() > 0
+    assert model.tokenizers["compressed"].queries.grad is not None
+
+
+def multi_turn_batch(model, answer: str):
+    from tests.conftest import raw_samples
+    from tokencompose.data.processing import Collator, ImageTransform, SampleProcessor
+
+    sample = raw_samples(1)[0]
+    sample["json"] = dict(sample["json"], conversations=[
+        {"from": "human", "value": "<image>\nwhat color is the circle ?"}, {"from": "gpt", "value": answer},
+        {"from": "human", "value": "how many shapes are there ?"}, {"from": "gpt", "value": "two"},
+    ])
+    encoder = model.encoder
+    processor = SampleProcessor(ImageTransform(64, encoder.image_mean, encoder.image_std), model.conversation_encoder())
+    return Collator(pad_token_id=0)([processor(sample)])
+
+
+def test_prefusion_never_sees_answers(text_tokenizer):
+    """Changing the first answer leaves every other position's fused embedding (the second question too) as is."""
+    model = llava_mini(text_tokenizer).eval()
+    red, blue = multi_turn_batch(model, "red"), multi_turn_batch(model, "blue")
+    changed = red.input_ids != blue.input_ids
+    assert changed.sum() == 1
+    second_question = (red.labels == -100) & (torch.arange(red.input_ids.shape[1]) > changed.nonzero()[0, 1])
+    assert second_question.sum() > 3
+    with torch.no_grad():
+        a, b = model.fuse(red).inputs_embeds, model.fuse(blue).inputs_embeds
+    length = red.input_ids.shape[1]
+    assert_close(a[:, :length][~changed], b[:, :length][~changed])
+
+
+def test_m3_training_loss_is_the_mean_over_scales(text_tokenizer, make_batch):
+    model = build_mask_llava(text_tokenizer, tokenizers={"patch": MatryoshkaPoolTokenizer(scales=(1, 4, 64))}, scaler=None)
+    batch = make_batch(model, count=2)
+    model.train()
+    per_scale = []
+    for scale in (1, 4, 64):
+        model.tokenizers["patch"].use_budget(scale)
+        per_scale.append(model(batch)[1])
+
+    class Quiet:
+        def log(self, *args, **kwargs):
+            return None
+
+    model.log = Quiet().log
+    assert_close(model.training_step(batch, 0), torch.stack(per_scale).mean())
+    assert model.tokenizers["patch"].scale == 64  # back to the full scale after the step
+
+
+def shared_weights_pair(text_tokenizer, tokenizer):
+    """A LLaVA-1.5 composition and one with ``tokenizer``, with identical weights."""
+    base = build_mask_llava(text_tokenizer, tokenizers={"patch": PatchPoolTokenizer(grid=None)}, scaler=None).eval()
+    other = build_mask_llava(text_tokenizer, tokenizers={"patch": tokenizer}, scaler=None).eval()
+    other.load_state_dict(base.state_dict(), strict=False)
+    return base, other
+
+
+def test_m3_at_full_scale_equals_llava15(text_tokenizer, make_batch):
+    base, m3 = shared_weights_pair(text_tokenizer, MatryoshkaPoolTokenizer(scales=(1, 4, 16, 64), scale=64))
+    batch = make_batch(base, count=2)
+    with torch.no_grad():
+        assert_close(m3(batch)[0], base(batch)[0])
+
+
+def test_fastervlm_keeping_every_patch_equals_llava15(text_tokenizer, make_batch):
+    base, fast = shared_weights_pair(text_tokenizer, CLSAttentionSelector(keep=None))
+    batch = make_batch(base, count=2)
+    with torch.no_grad():
+        assert_close(fast(batch)[0], base(batch)[0])
+    fast.tokenizers["patch"].keep = 8
+    assert fast.visual_tokens_per_image() == {"patch": 8}
+    with torch.no_grad():
+        assert fast.encode_images(batch.pixels).tokens.shape[1] == 8
