@@ -1,6 +1,8 @@
 """LLaVA-Mini pre-fusion and the reduction family inside the model: equivalences and properties."""
 
 
+import copy
+
 import torch
 from torch.testing import assert_close
 
@@ -107,3 +109,44 @@ def test_fastervlm_keeping_every_patch_equals_llava15(text_tokenizer, make_batch
     assert fast.visual_tokens_per_image() == {"patch": 8}
     with torch.no_grad():
         assert fast.encode_images(batch.pixels).tokens.shape[1] == 8
+
+
+def voco(text_tokenizer):
+    from tests.conftest import TINY_LLAMA
+    from tokencompose.llm import CausalLM
+    from tokencompose.tokenizers import CompressionTokens
+
+    return build_mask_llava(
+        text_tokenizer,
+        tokenizers={"patch": PatchPoolTokenizer(grid=None), "voco": CompressionTokens(count=2)},
+        scaler=None,
+        summary_stream="voco",
+        llm=CausalLM(text_tokenizer=text_tokenizer, config={**TINY_LLAMA, "attn_implementation": "eager"}),
+    ).eval()
+
+
+def test_voco_text_after_the_summary_never_attends_to_the_image(text_tokenizer, make_batch):
+    model = voco(text_tokenizer)
+    batch = make_batch(model, count=2)
+    fused = model.fuse(batch)
+    summary = fused.visual_kind == 1  # the voco stream
+    first = summary.float().argmax(1)
+    with torch.no_grad():
+        out = model.llm.model(inputs_embeds=fused.inputs_embeds, attention_mask=fused.attention(),
+                              position_ids=fused.position_ids, output_attentions=True)
+    for row in range(2):
+        after = fused.summary_end[row] + 1
+        for layer in out.attentions:
+            assert layer[row, :, after:, : first[row]].abs().max() == 0  # not the image, not the system prompt
+            assert layer[row, :, after:, first[row] : after].sum() > 0  # but the summary tokens, yes
+    # the image still matters: it reaches the answer through the summary tokens
+    other = copy.deepcopy(batch)
+    other.pixels = torch.randn_like(other.pixels)
+    with torch.no_grad():
+        assert not torch.allclose(model(batch)[0], model(other)[0])
+
+
+def test_voco_cached_and_uncached_decoding_agree(text_tokenizer, make_batch):
+    model = voco(text_tokenizer)
+    batch = make_batch(model, count=3)
+    assert model.generate(batch, max_new_tokens=5, use_cache=True) == model.generate(batch, max_new_tokens=5, use_cache=False)

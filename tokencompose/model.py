@@ -55,6 +55,8 @@ class VLM(L.LightningModule):
         object_annotator: compute object masks and MaskInversion embeddings online (new images, or the tiny
             end-to-end recipes); training on stored annotations from ``tokencompose annotate`` needs none.
         prefusion: LLaVA-Mini's modality pre-fusion; its ``context`` stream is seen by pre-fusion only.
+        summary_stream: VoCo-LLaMA — text after this stream's tokens cannot attend to anything before them
+            (system prompt and image), so the image reaches the answer only through them.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class VLM(L.LightningModule):
         init_weights: str | None = None,
         object_annotator: ObjectAnnotator | None = None,
         prefusion: ModalityPreFusion | None = None,
+        summary_stream: str | None = None,
     ) -> None:
         super().__init__()
         if not tokenizers:
@@ -86,6 +89,9 @@ class VLM(L.LightningModule):
         self.scaler.check_streams(self.tokenizers.keys())
         self.llm = llm
         self.prefusion = prefusion
+        if summary_stream is not None and summary_stream not in self.tokenizers:
+            raise ValueError(f"summary_stream={summary_stream!r} is not a stream; streams: {list(self.tokenizers)}")
+        self.summary_stream = summary_stream
         if prefusion is not None:
             if prefusion.context not in self.tokenizers:
                 raise ValueError(f"prefusion.context={prefusion.context!r} is not a stream; streams: {list(self.tokenizers)}")
@@ -173,15 +179,19 @@ class VLM(L.LightningModule):
             with stage(profiler, "reduction"):
                 text, tokens = self.prefusion(visual.tokens[:, ~to_llm], visual.valid[:, ~to_llm] & has_image[:, None],
                                               tokens, text, instruction)
-        return fuse_visual_tokens(
-            input_ids, text, mask, tokens[has_image], valid[has_image], IMAGE_TOKEN_ID, labels=labels, left_pad=for_generation
+        fused = fuse_visual_tokens(
+            input_ids, text, mask, tokens[has_image], valid[has_image], IMAGE_TOKEN_ID, labels=labels,
+            left_pad=for_generation, visual_kind=visual.kind[to_llm],
         )
+        if self.summary_stream is not None:
+            fused.hide_before(visual.kinds.index(self.summary_stream))
+        return fused
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: VLMBatch) -> tuple[Tensor, Tensor]:
         """VLMBatch -> (logits (B, L, V), loss)."""
         fused = self.fuse(batch)
-        logits = self.llm(fused.inputs_embeds, fused.attention_mask, fused.position_ids).logits
+        logits = self.llm(fused.inputs_embeds, fused.attention(), fused.position_ids).logits
         return logits, causal_lm_loss(logits, fused.labels)
 
     def training_step(self, batch: VLMBatch, batch_idx: int) -> Tensor:

@@ -12,12 +12,50 @@ from tokencompose.llm.conversation import IGNORE_INDEX
 
 @dataclass
 class FusedInputs:
-    """What the LLM consumes. inputs_embeds (B, L, D); attention_mask, position_ids, labels: (B, L)."""
+    """What the LLM consumes. inputs_embeds (B, L, D); attention_mask, position_ids, labels: (B, L).
+
+    visual_kind (B, L): the stream index of each visual position, -1 for text. hidden (B, L) and summary_end
+    (B,): with a summary stream (VoCo-LLaMA), positions after ``summary_end`` must not see ``hidden`` ones.
+    """
 
     inputs_embeds: Tensor
     attention_mask: Tensor
     position_ids: Tensor
     labels: Tensor | None
+    visual_kind: Tensor | None = None
+    hidden: Tensor | None = None
+    summary_end: Tensor | None = None
+
+    def hide_before(self, kind: int) -> None:
+        """Hide everything before each row's first position of stream ``kind`` from the positions after its
+        last one (rows without that stream are left alone)."""
+        is_kind = self.visual_kind == kind  # (B, L)
+        positions = torch.arange(is_kind.shape[1], device=is_kind.device)
+        has = is_kind.any(1)
+        first = torch.where(is_kind, positions, is_kind.shape[1]).min(1).values
+        last = torch.where(is_kind, positions, -1).max(1).values
+        self.hidden = (positions[None] < first[:, None]) & has[:, None]
+        self.summary_end = torch.where(has, last, is_kind.shape[1])
+
+    def attention(self, extra: int = 0) -> Tensor:
+        """The mask for a forward over these positions plus ``extra`` new ones (all after the summary):
+        (B, L + extra) when nothing is hidden, else an additive (B, 1, L + extra, L + extra)."""
+        valid = torch.cat([self.attention_mask, self.attention_mask.new_ones(self.attention_mask.shape[0], extra)], 1)
+        if self.hidden is None:
+            return valid
+        length = valid.shape[1]
+        positions = torch.arange(length, device=valid.device)
+        hidden = torch.cat([self.hidden, self.hidden.new_zeros(self.hidden.shape[0], extra)], 1)
+        after = positions[None] > self.summary_end[:, None]  # (B, L + extra) queries past the summary
+        allowed = (positions[None, :, None] >= positions[None, None, :]) & valid.bool()[:, None, :]
+        allowed &= ~(after[:, :, None] & hidden[:, None, :])
+        allowed |= torch.eye(length, dtype=torch.bool, device=valid.device)  # no empty rows
+        dtype = self.inputs_embeds.dtype
+        return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+    def key_mask(self) -> Tensor:
+        """(B, L): what a new token after the summary may attend to (for decoding with a cache)."""
+        return self.attention_mask if self.hidden is None else self.attention_mask * (~self.hidden)
 
 
 def fuse_visual_tokens(
@@ -29,11 +67,13 @@ def fuse_visual_tokens(
     image_token_id: int,
     labels: Tensor | None = None,
     left_pad: bool = False,
+    visual_kind: Tensor | None = None,
 ) -> FusedInputs:
     """Each placeholder in ``input_ids`` is replaced by one image's N visual tokens.
 
     input_ids (B, T) with one ``image_token_id`` per image, images in row-major order; text_embeds (B, T, D);
-    attention_mask (B, T); visual (I, N, D) and visual_valid (I, N) for the I placeholders; labels (B, T).
+    attention_mask (B, T); visual (I, N, D) and visual_valid (I, N) for the I placeholders; labels (B, T);
+    visual_kind (N,) the stream index of each visual slot, recorded per position in the result.
     Returns tensors of length L = max_b(T_b + images_b * (N - 1)). Invalid visual slots (an image with fewer
     objects than slots) get attention 0 and no position: with ``position_ids = cumsum(mask) - 1`` the result
     equals removing them. ``left_pad`` right-aligns rows (for generation), else rows are left-aligned.
@@ -65,6 +105,9 @@ def fuse_visual_tokens(
     slots = start[rows, cols][:, None] + torch.arange(per_image, device=input_ids.device)  # (I, N)
     embeds[rows[:, None], slots] = visual.to(embeds.dtype)
     mask[rows[:, None], slots] = visual_valid.to(mask.dtype)
+    kinds = input_ids.new_full((batch, out_length), -1)
+    if visual_kind is not None:
+        kinds[rows[:, None], slots] = visual_kind.to(kinds.dtype)[None].expand(len(rows), -1)
 
     position_ids = (mask.long().cumsum(1) - 1).clamp(min=0)
-    return FusedInputs(embeds, mask, position_ids, new_labels)
+    return FusedInputs(embeds, mask, position_ids, new_labels, visual_kind=kinds)

@@ -20,7 +20,9 @@ def greedy_generate(
     """
     eos = lm.text_tokenizer.eos_token_id
     pad = lm.text_tokenizer.pad_token_id if lm.text_tokenizer.pad_token_id is not None else 0
-    embeds, mask, positions = prompt.inputs_embeds, prompt.attention_mask, prompt.position_ids
+    embeds, positions = prompt.inputs_embeds, prompt.position_ids
+    mask = prompt.attention()  # (B, L), or (B, 1, L, L) when a summary hides the image (VoCo-LLaMA)
+    keys = prompt.key_mask()  # what every new token may attend to
     batch = embeds.shape[0]
     done = torch.zeros(batch, dtype=torch.bool, device=embeds.device)
     generated: list[Tensor] = []
@@ -37,14 +39,14 @@ def greedy_generate(
             break
         next_embeds = lm.embed(next_ids[:, None])  # (B, 1, D)
         next_positions = positions[:, -1:] + 1
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        keys = torch.cat([keys, torch.ones_like(keys[:, :1])], dim=1)
         positions = torch.cat([positions, next_positions], dim=1)
         if use_cache:
             past = out.past_key_values
-            step_embeds, step_positions = next_embeds, next_positions
+            step_embeds, step_positions, mask = next_embeds, next_positions, keys
         else:
             embeds = torch.cat([embeds, next_embeds], dim=1)
-            step_embeds, step_positions = embeds, positions
+            step_embeds, step_positions, mask = embeds, positions, prompt.attention(extra=step + 1)
     ids = torch.stack(generated, dim=1)
     if ids.shape[1] < max_new_tokens:
         ids = torch.nn.functional.pad(ids, (0, max_new_tokens - ids.shape[1]), value=pad)

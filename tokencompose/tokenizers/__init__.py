@@ -2,6 +2,7 @@
 
 from tokencompose.tokenizers.attention_select import CLSAttentionSelector
 from tokencompose.tokenizers.base import VisualTokenizer
+from tokencompose.tokenizers.compression_tokens import CompressionTokens
 from tokencompose.tokenizers.global_token import GlobalTokenizer
 from tokencompose.tokenizers.matryoshka_pool import MatryoshkaPoolTokenizer
 from tokencompose.tokenizers.object_embedding import (
@@ -15,6 +16,7 @@ from tokencompose.tokenizers.queries import MatryoshkaQueryTransformer, QueryCom
 
 __all__ = [
     "CLSAttentionSelector",
+    "CompressionTokens",
     "MatryoshkaPoolTokenizer",
     "MatryoshkaQueryTransformer",
     "QueryCompressor",

@@ -1,0 +1,36 @@
+"""Learned compression tokens (VoCo-LLaMA's ``<voco>``): placed after the image, they are all that the text
+after them can see of it when the model hides the image behind them (``VLM(summary_stream=...)``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tokencompose.encoders.base import VisionEncoder
+from tokencompose.tokenizers.base import VisualTokenizer
+from tokencompose.types import EncoderOutput, ObjectMasks, TokenStream
+
+
+class CompressionTokens(VisualTokenizer):
+    """``count`` learned tokens, the same for every image (their content comes from attending to the image)."""
+
+    def __init__(self, count: int = 1) -> None:
+        super().__init__()
+        if count < 1:
+            raise ValueError(f"CompressionTokens: count={count}; must be >= 1")
+        self.count = count
+
+    def attach(self, encoder: VisionEncoder) -> None:
+        self.tokens = nn.Parameter(torch.randn(self.count, encoder.hidden_size) * 0.02)
+
+    def forward(self, features: EncoderOutput, objects: ObjectMasks | None = None) -> TokenStream:
+        """EncoderOutput (B images) -> TokenStream (B, count, Dv)."""
+        batch = features.patches.shape[0]
+        tokens = self.tokens.to(features.patches.dtype).expand(batch, -1, -1)
+        return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
+
+    def num_tokens(self, encoder: VisionEncoder) -> int:
+        return self.count
+
+    def output_width(self, encoder: VisionEncoder) -> int:
+        return encoder.hidden_size
