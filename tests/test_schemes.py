@@ -150,3 +150,51 @@ def test_voco_cached_and_uncached_decoding_agree(text_tokenizer, make_batch):
     model = voco(text_tokenizer)
     batch = make_batch(model, count=3)
     assert model.generate(batch, max_new_tokens=5, use_cache=True) == model.generate(batch, max_new_tokens=5, use_cache=False)
+
+
+def fastv_model(text_tokenizer, drop_ratio=0.5, layer=1):
+    from tests.conftest import TINY_LLAMA
+    from tokencompose.llm import CausalLM, FastV
+
+    return build_mask_llava(
+        text_tokenizer,
+        tokenizers={"patch": PatchPoolTokenizer(grid=None)},
+        scaler=None,
+        llm=CausalLM(text_tokenizer=text_tokenizer, config={**TINY_LLAMA, "attn_implementation": "eager"}),
+        llm_pruner=FastV(layer=layer, drop_ratio=drop_ratio),
+    ).eval()
+
+
+def test_fastv_with_ratio_zero_is_no_pruning(text_tokenizer, make_batch):
+    model = fastv_model(text_tokenizer, drop_ratio=0.0)
+    batch = make_batch(model, count=3)
+    prompt = model.fuse(batch, for_generation=True)
+    plain = model.llm(prompt.inputs_embeds, prompt.attention(), prompt.position_ids).logits[:, -1]
+    assert_close(model.llm_pruner.stepper(model.llm, prompt, use_cache=True).first(), plain, atol=1e-5, rtol=1e-4)
+    pruned, model.llm_pruner = model.generate(batch, max_new_tokens=4), None
+    assert pruned == model.generate(batch, max_new_tokens=4)
+
+
+def test_fastv_drops_the_least_attended_visual_tokens(text_tokenizer, make_batch):
+    model = fastv_model(text_tokenizer, drop_ratio=0.5, layer=1)
+    batch = make_batch(model, count=2)
+    prompt = model.fuse(batch, for_generation=True)
+    stepper = model.llm_pruner.stepper(model.llm, prompt, use_cache=True)
+    stepper.first()
+    assert stepper.keep.shape[1] == prompt.inputs_embeds.shape[1] - 32  # half of the 64 visual tokens
+    with torch.no_grad():
+        attentions = model.llm.model(inputs_embeds=prompt.inputs_embeds, attention_mask=prompt.attention(),
+                                     position_ids=prompt.position_ids, output_attentions=True).attentions
+    score = attentions[0][:, :, -1].mean(1)  # layer K-1 = 0, the last token's row
+    visual = prompt.visual_kind >= 0
+    for row in range(2):
+        kept_visual = set(stepper.keep[row].tolist()) & set(visual[row].nonzero().flatten().tolist())
+        expected = set(score[row].masked_fill(~visual[row], -1).topk(32).indices.tolist())
+        assert kept_visual == expected
+        assert set((~visual[row]).nonzero().flatten().tolist()) <= set(stepper.keep[row].tolist())  # text kept
+
+
+def test_fastv_cached_and_uncached_decoding_agree(text_tokenizer, make_batch):
+    model = fastv_model(text_tokenizer, drop_ratio=0.75, layer=1)
+    batch = make_batch(model, count=3)
+    assert model.generate(batch, max_new_tokens=5, use_cache=True) == model.generate(batch, max_new_tokens=5, use_cache=False)

@@ -16,6 +16,7 @@ from tokencompose.compose import compose_streams
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.llm.causal_lm import CausalLM, causal_lm_loss
 from tokencompose.llm.conversation import IGNORE_INDEX, IMAGE_TOKEN_ID, ConversationEncoder
+from tokencompose.llm.fastv import FastV
 from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
 from tokencompose.llm.generation import greedy_generate
 from tokencompose.llm.prefusion import ModalityPreFusion
@@ -57,6 +58,7 @@ class VLM(L.LightningModule):
         prefusion: LLaVA-Mini's modality pre-fusion; its ``context`` stream is seen by pre-fusion only.
         summary_stream: VoCo-LLaMA — text after this stream's tokens cannot attend to anything before them
             (system prompt and image), so the image reaches the answer only through them.
+        llm_pruner: FastV — drop low-attention visual tokens inside the LLM when generating (training-free).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class VLM(L.LightningModule):
         object_annotator: ObjectAnnotator | None = None,
         prefusion: ModalityPreFusion | None = None,
         summary_stream: str | None = None,
+        llm_pruner: FastV | None = None,
     ) -> None:
         super().__init__()
         if not tokenizers:
@@ -92,6 +95,7 @@ class VLM(L.LightningModule):
         if summary_stream is not None and summary_stream not in self.tokenizers:
             raise ValueError(f"summary_stream={summary_stream!r} is not a stream; streams: {list(self.tokenizers)}")
         self.summary_stream = summary_stream
+        self.llm_pruner = llm_pruner
         if prefusion is not None:
             if prefusion.context not in self.tokenizers:
                 raise ValueError(f"prefusion.context={prefusion.context!r} is not a stream; streams: {list(self.tokenizers)}")
@@ -249,7 +253,8 @@ class VLM(L.LightningModule):
     ) -> list[str]:
         """Greedy answers to the batch's prompts (left-padded, so results do not depend on the batch)."""
         prompt = self.fuse(batch, for_generation=True, profiler=profiler)
-        ids = greedy_generate(self.llm, prompt, max_new_tokens or self.max_new_tokens, use_cache, profiler)
+        stepper = self.llm_pruner.stepper(self.llm, prompt, use_cache) if self.llm_pruner is not None else None
+        ids = greedy_generate(self.llm, prompt, max_new_tokens or self.max_new_tokens, use_cache, profiler, stepper)
         return self.llm.text_tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     # ------------------------------------------------------------------ optimisation

@@ -8,6 +8,7 @@ from tokencompose.llm.conversation import (
     EncodedConversation,
     SequenceTooLong,
 )
+from tokencompose.llm.fastv import FastV
 from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
 from tokencompose.llm.generation import greedy_generate
 from tokencompose.llm.prefusion import ModalityPreFusion
@@ -21,6 +22,7 @@ __all__ = [
     "ChatTemplate",
     "ConversationEncoder",
     "EncodedConversation",
+    "FastV",
     "FusedInputs",
     "HFChatTemplate",
     "LoraSettings",

@@ -46,6 +46,7 @@ class CausalLM(L.LightningModule):
         lora: add LoRA adapters (peft); the base weights are then frozen.
         gradient_checkpointing: trade compute for activation memory.
         dtype: weight dtype for real checkpoints, e.g. ``bfloat16``.
+        attn_implementation: ``sdpa`` (default), ``eager`` (FastV reads attention weights), ...
         trust_remote_code: only when you trust the checkpoint's code.
     """
 
@@ -59,6 +60,7 @@ class CausalLM(L.LightningModule):
         lora: LoraSettings | None = None,
         gradient_checkpointing: bool = False,
         dtype: str | None = None,
+        attn_implementation: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
@@ -67,7 +69,8 @@ class CausalLM(L.LightningModule):
         self.text_tokenizer = text_tokenizer
         if name_or_path is not None:
             model = AutoModelForCausalLM.from_pretrained(
-                name_or_path, dtype=getattr(torch, dtype) if dtype else None, trust_remote_code=trust_remote_code
+                name_or_path, dtype=getattr(torch, dtype) if dtype else None, trust_remote_code=trust_remote_code,
+                attn_implementation=attn_implementation,
             )
         else:
             config = dict(config)
@@ -77,6 +80,8 @@ class CausalLM(L.LightningModule):
             config.setdefault("pad_token_id", text_tokenizer.pad_token_id)
             config.setdefault("bos_token_id", text_tokenizer.bos_token_id)
             config.setdefault("eos_token_id", text_tokenizer.eos_token_id)
+            if attn_implementation is not None:
+                config["attn_implementation"] = attn_implementation
             model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
         vocab = model.get_input_embeddings().num_embeddings
         if len(text_tokenizer) > vocab:

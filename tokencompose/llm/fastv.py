@@ -1,0 +1,129 @@
+"""FastV: after LLM layer K, drop the visual tokens that the last token attended to least at layer K-1.
+
+Training-free, at inference. The pruner runs the LLM's own decoder layers, final norm and head in a short loop
+(no model code copied), so that layers below K keep every token and layers from K on only the kept ones —
+with a KV cache too: each layer's cache has its own length and gets its own mask. The attention weights of
+layer K-1 are read with a forward hook, which needs the eager attention implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from transformers import DynamicCache
+
+from tokencompose.llm.causal_lm import CausalLM
+from tokencompose.llm.fusion import FusedInputs
+
+
+def causal_mask(valid: Tensor, queries: int, dtype: torch.dtype) -> Tensor:
+    """Keys (B, K) valid, the last ``queries`` of them asking -> additive (B, 1, queries, K)."""
+    keys = valid.shape[1]
+    rows = torch.arange(keys - queries, keys, device=valid.device)[:, None]
+    allowed = (torch.arange(keys, device=valid.device)[None] <= rows)[None] & valid.bool()[:, None, :]
+    allowed |= torch.arange(keys, device=valid.device)[None] == rows  # a padded query still attends to itself
+    return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+class FastV(L.LightningModule):
+    """Keep the top (1 - drop_ratio) of the visual tokens after layer ``layer`` (K); ``drop_ratio`` 0 changes
+    nothing. Paper defaults K = 2, 50 %. Text tokens are always kept; positions keep their original ids."""
+
+    def __init__(self, layer: int = 2, drop_ratio: float = 0.5) -> None:
+        super().__init__()
+        if layer < 1:
+            raise ValueError(f"FastV: layer={layer}; must be >= 1 (the ranking uses layer K-1's attention)")
+        if not 0.0 <= drop_ratio < 1.0:
+            raise ValueError(f"FastV: drop_ratio={drop_ratio}; must be in [0, 1)")
+        self.layer = layer
+        self.drop_ratio = drop_ratio
+
+    def stepper(self, lm: CausalLM, prompt: FusedInputs, use_cache: bool) -> FastVStepper:
+        return FastVStepper(self, lm, prompt, use_cache)
+
+    def keep_index(self, attention: Tensor, valid: Tensor, visual: Tensor) -> Tensor:
+        """Layer K-1 attention (B, H, L, L), valid (B, L), visual (B, L) bool -> kept positions (B, L'), in order."""
+        score = attention[:, :, -1].float().mean(1)  # the last token's row, mean over heads
+        drop = round(self.drop_ratio * int(visual.sum(1).max()))
+        droppable = (~valid.bool()) | visual
+        if int(droppable.sum(1).min()) < drop:
+            raise ValueError("FastV: a row has fewer visual or padding positions than the number to drop")
+        ranked = torch.where(visual, score, torch.inf).masked_fill(~valid.bool(), -torch.inf)
+        return ranked.topk(valid.shape[1] - drop, dim=1).indices.sort(dim=1).values
+
+
+@dataclass
+class _Stack:
+    layers: Any
+    rotary: Any
+    norm: Any
+    head: Any
+
+
+class FastVStepper:
+    """Greedy decoding steps with FastV pruning at prefill (same kept set with and without a cache)."""
+
+    def __init__(self, fastv: FastV, lm: CausalLM, prompt: FusedInputs, use_cache: bool) -> None:
+        if prompt.hidden is not None:
+            raise ValueError("FastV with a summary stream (VoCo) is not supported")
+        model = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
+        if model.config._attn_implementation != "eager":
+            raise ValueError("FastV reads attention weights: build the LLM with `attn_implementation: eager`")
+        decoder = model.get_decoder()
+        self.stack = _Stack(decoder.layers, decoder.rotary_emb, decoder.norm, model.get_output_embeddings())
+        self.fastv, self.prompt, self.use_cache = fastv, prompt, use_cache
+        self.embeds, self.positions = prompt.inputs_embeds, prompt.position_ids
+        self.valid = prompt.attention_mask.bool()
+        self.visual = (prompt.visual_kind >= 0) & self.valid if prompt.visual_kind is not None else torch.zeros_like(self.valid)
+        self.keep: Tensor | None = None
+        self.cache = DynamicCache() if use_cache else None
+
+    def _run(self, x: Tensor, positions: Tensor, valid: Tensor, layers: range, queries: int) -> Tensor:
+        rotary = self.stack.rotary(x, positions)
+        mask = causal_mask(valid, queries, x.dtype)
+        for i in layers:
+            x = self.stack.layers[i](x, attention_mask=mask, position_ids=positions, past_key_values=self.cache,
+                                     use_cache=self.cache is not None, position_embeddings=rotary)
+        return x
+
+    def _forward_full(self) -> Tensor:
+        """Every position through layers < K, the kept ones through the rest -> last logits (B, V)."""
+        k = self.fastv.layer
+        captured: list[Tensor] = []
+        hook = self.stack.layers[k - 1].self_attn.register_forward_hook(lambda _m, _i, out: captured.append(out[1]))
+        try:
+            x = self._run(self.embeds, self.positions, self.valid, range(k), self.embeds.shape[1])
+        finally:
+            hook.remove()
+        if self.keep is None:
+            self.keep = self.fastv.keep_index(captured[-1], self.valid[:, : self.prompt.inputs_embeds.shape[1]],
+                                              self.visual[:, : self.prompt.inputs_embeds.shape[1]])
+        grown = self.embeds.shape[1] - self.prompt.inputs_embeds.shape[1]  # generated tokens are always kept
+        keep = torch.cat([self.keep, torch.arange(self.prompt.inputs_embeds.shape[1], self.embeds.shape[1],
+                                                  device=x.device).expand(x.shape[0], grown)], dim=1)
+        x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
+        positions, valid = self.positions.gather(1, keep), self.valid.gather(1, keep)
+        self.kept_valid = valid
+        x = self._run(x, positions, valid, range(k, len(self.stack.layers)), x.shape[1])
+        return self.stack.head(self.stack.norm(x[:, -1:]))[:, 0]
+
+    def first(self) -> Tensor:
+        return self._forward_full()
+
+    def next(self, embeds: Tensor, positions: Tensor) -> Tensor:
+        one = torch.ones_like(self.valid[:, :1])
+        self.valid = torch.cat([self.valid, one], dim=1)
+        if not self.use_cache:
+            self.embeds = torch.cat([self.embeds, embeds], dim=1)
+            self.positions = torch.cat([self.positions, positions], dim=1)
+            self.visual = torch.cat([self.visual, torch.zeros_like(one)], dim=1)
+            return self._forward_full()
+        self.kept_valid = torch.cat([self.kept_valid, one], dim=1)
+        k = self.fastv.layer
+        x = self._run(embeds, positions, self.valid, range(k), 1)  # layers < K: the full-length caches
+        x = self._run(x, positions, self.kept_valid, range(k, len(self.stack.layers)), 1)  # pruned caches
+        return self.stack.head(self.stack.norm(x))[:, 0]
