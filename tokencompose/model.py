@@ -154,7 +154,12 @@ class VLM(L.LightningModule):
     def encode_images(
         self, pixels: Tensor, objects: ObjectMasks | None = None, profiler: StageProfiler | None = None
     ) -> VisualSequence:
-        """(B, 3, S, S) (+ masks) -> VisualSequence(tokens (B, N, D_llm), valid (B, N), kind (N,))."""
+        """(I, 3, S, S) (+ masks) -> VisualSequence(tokens (I, N, D_llm), valid (I, N), kind (N,))."""
+        if pixels.shape[0] == 0:  # a batch of text-only samples: no image to encode
+            sizes = [tok.num_tokens(self.encoder) for tok in self.tokenizers.values()]
+            kind = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)]).to(pixels.device)
+            return VisualSequence(pixels.new_zeros(0, len(kind), self.llm.hidden_size),
+                                  torch.zeros(0, len(kind), dtype=torch.bool, device=pixels.device), kind, tuple(self.tokenizers))
         if self.object_annotator is not None:
             with stage(profiler, "mask_front_end"):
                 objects = self.object_annotator(self.encoder, pixels, objects)
@@ -171,25 +176,34 @@ class VLM(L.LightningModule):
         input_ids = batch.prompt_ids if for_generation else batch.input_ids
         mask = batch.prompt_mask if for_generation else batch.attention_mask
         labels = None if for_generation else batch.labels
-        has_image = (input_ids == IMAGE_TOKEN_ID).any(1)  # (B,): text-only samples carry no visual tokens
-        visual = self.encode_images(batch.pixels, batch.objects, profiler)
+        visual = self.encode_images(batch.pixels, batch.objects, profiler)  # (I, N, D): images in placeholder order
         text = self.llm.embed(input_ids)
         to_llm = self.llm_positions(visual)
         tokens, valid = visual.tokens[:, to_llm], visual.valid[:, to_llm]
-        if self.prefusion is not None:
+        if self.prefusion is not None and tokens.shape[0] > 0:
             instruction = mask.bool() & (input_ids >= 0)
             if labels is not None:
                 instruction &= labels == IGNORE_INDEX  # pre-fusion never sees an answer
             with stage(profiler, "reduction"):
-                text, tokens = self.prefusion(visual.tokens[:, ~to_llm], visual.valid[:, ~to_llm] & has_image[:, None],
-                                              tokens, text, instruction)
+                text, tokens = self._prefuse(visual, to_llm, tokens, text, instruction, batch.image_counts())
         fused = fuse_visual_tokens(
-            input_ids, text, mask, tokens[has_image], valid[has_image], IMAGE_TOKEN_ID, labels=labels,
+            input_ids, text, mask, tokens, valid, IMAGE_TOKEN_ID, labels=labels,
             left_pad=for_generation, visual_kind=visual.kind[to_llm],
         )
         if self.summary_stream is not None:
             fused.hide_before(visual.kinds.index(self.summary_stream))
         return fused
+
+    def _prefuse(self, visual: VisualSequence, to_llm: Tensor, tokens: Tensor, text: Tensor, instruction: Tensor,
+                 counts: Tensor) -> tuple[Tensor, Tensor]:
+        """Pre-fusion once per image with its sample's text; a sample's fused text is the mean over its images
+        (LLaVA-Mini's rule for video frames). (I, N, D), (B, T, D) -> fused text (B, T, D), tokens (I, Nq, D)."""
+        owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)  # (I,) sample of image
+        fused, tokens = self.prefusion(visual.tokens[:, ~to_llm], visual.valid[:, ~to_llm], tokens, text[owner],
+                                       instruction[owner])
+        summed = torch.zeros_like(text).index_add(0, owner, fused.to(text.dtype))
+        has = (counts > 0)[:, None, None]
+        return torch.where(has, summed / counts.clamp(min=1)[:, None, None], text), tokens
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: VLMBatch) -> tuple[Tensor, Tensor]:
@@ -226,7 +240,10 @@ class VLM(L.LightningModule):
     def predict_step(self, batch: VLMBatch, batch_idx: int) -> list[dict[str, Any]]:
         start = time.perf_counter()
         visual = self.encode_images(batch.pixels, batch.objects)
-        visual_valid = visual.valid[:, self.llm_positions(visual)]
+        per_image = visual.valid[:, self.llm_positions(visual)].sum(1)  # (I,)
+        counts = batch.image_counts()
+        owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+        visual_counts = torch.zeros(len(counts), dtype=per_image.dtype, device=per_image.device).index_add(0, owner, per_image)
         predictions = self.generate(batch)
         seconds = (time.perf_counter() - start) / len(batch)
         return [
@@ -239,7 +256,7 @@ class VLM(L.LightningModule):
                 "seconds": seconds,
             }
             for key, qtype, prediction, answer, n in zip(
-                batch.keys, batch.question_types, predictions, batch.answers, visual_valid.sum(1).tolist(), strict=True
+                batch.keys, batch.question_types, predictions, batch.answers, visual_counts.tolist(), strict=True
             )
         ]
 

@@ -93,12 +93,14 @@ class VisualSequence:
 class VLMBatch:
     """A collated batch, as the data pipeline hands it to the model.
 
-    pixels:         (B, 3, S, S) normalised, padded-to-square images (zeros for text-only samples).
+    pixels:         (I, 3, S, S) normalised, padded-to-square images: every image of every sample, in the
+                    order of the samples' image placeholders (a video is its frames); text-only samples add none.
     input_ids:      (B, T) right-padded, one image placeholder per image; labels (B, T), -100 off target.
     attention_mask: (B, T).
     prompt_ids:     (B, Tp) left-padded prompts without the final answer, for generation; prompt_mask (B, Tp).
-    objects:        masks that came with the images, or None.
+    objects:        masks that came with the images (one row per image), or None.
     answers, keys, question_types: per sample, for evaluation.
+    images_per_sample: (B,) long; None means exactly one image per sample.
     """
 
     pixels: Tensor
@@ -111,6 +113,13 @@ class VLMBatch:
     answers: list[str]
     keys: list[str]
     question_types: list[str]
+    images_per_sample: Tensor | None = None
 
     def __len__(self) -> int:
-        return self.pixels.shape[0]
+        return self.input_ids.shape[0]
+
+    def image_counts(self) -> Tensor:
+        """(B,) images of each sample."""
+        if self.images_per_sample is not None:
+            return self.images_per_sample
+        return torch.ones(len(self), dtype=torch.long, device=self.input_ids.device)

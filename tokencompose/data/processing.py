@@ -80,7 +80,14 @@ IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
 ROLES = ("human", "gpt")
 
 
-def check_record(record: Any, has_image: bool) -> list[dict[str, str]]:
+def sample_images(sample: dict[str, Any]) -> list[Any]:
+    """A sample's images in order: the single ``png``/``jpg``/... member, or numbered ones (``0.jpg``, ``1.jpg``,
+    ... — the frames of a video, or several images), sorted by name."""
+    named = sorted(k for k in sample if not k.startswith("__") and k.rsplit(".", 1)[-1] in IMAGE_KEYS)
+    return [sample[k] for k in named]
+
+
+def check_record(record: Any, num_images: int) -> list[dict[str, str]]:
     """The sample's conversation, or BadSample naming what is wrong with it."""
     if not isinstance(record, dict) or not isinstance(record.get("conversations"), list) or not record["conversations"]:
         raise BadSample("missing conversations")
@@ -91,12 +98,12 @@ def check_record(record: Any, has_image: bool) -> list[dict[str, str]]:
         if turn["from"] != ROLES[i % 2] or not isinstance(turn.get("value"), str):
             raise BadSample("malformed conversation", f"turn {i}")
     placeholders = sum(turn["value"].count(IMAGE_PLACEHOLDER) for turn in conversation)
-    if has_image and placeholders == 0:
-        raise BadSample("image placeholder missing")
-    if placeholders > 1:
-        raise BadSample("image placeholder repeated", f"{placeholders} times")
-    if not has_image and placeholders:
+    if num_images == 0 and placeholders:
         raise BadSample("image placeholder without image")
+    if placeholders < num_images:
+        raise BadSample("image placeholder missing", f"{placeholders} for {num_images} image(s)")
+    if placeholders > num_images:
+        raise BadSample("image placeholder repeated", f"{placeholders} for {num_images} image(s)")
     return conversation
 
 
@@ -112,17 +119,20 @@ class SampleProcessor:
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         record = sample.get("json")
-        image = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
-        conversation = check_record(record, has_image=image is not None)
+        images = sample_images(sample)
+        conversation = check_record(record, num_images=len(images))
         masks = None
         if MASKS_KEY in sample:
+            if len(images) != 1:
+                raise BadSample("object masks with several images")
             masks = unpack_masks(sample[MASKS_KEY], int(record["mask_size"][1]))
         embeddings = sample.get(EMBEDDINGS_KEY)
-        if image is None:  # text-only sample: LLaVA feeds a blank image that no placeholder refers to
-            size = self.transform.image_size
-            pixels, mask_tensor = torch.zeros(3, size, size), None
-        else:
-            pixels, mask_tensor = self.transform(image, masks)
+        size = self.transform.image_size
+        pixels, mask_tensor = torch.zeros(0, 3, size, size), None
+        if images:
+            transformed = [self.transform(image, masks if i == 0 else None) for i, image in enumerate(images)]
+            pixels = torch.stack([p for p, _ in transformed])  # (M, 3, S, S)
+            mask_tensor = transformed[0][1]
         try:
             full, prompt = self.conversations.encode_with_prompt(conversation)
         except SequenceTooLong as error:
@@ -130,7 +140,7 @@ class SampleProcessor:
         scores = [obj.get("score", 1.0) for obj in record.get("objects", [])]
         return {
             "key": sample["__key__"],
-            "has_image": image is not None,
+            "has_image": bool(images),
             "pixels": pixels,
             "masks": mask_tensor,
             "scores": torch.tensor(scores[: 0 if mask_tensor is None else mask_tensor.shape[0]], dtype=torch.float),
@@ -155,21 +165,24 @@ def _pad(rows: list[list[int]], value: int, left: bool) -> tuple[Tensor, Tensor]
 
 
 def _stack_objects(samples: list[dict[str, Any]], image_size: int) -> ObjectMasks | None:
+    """One row per image (masks belong to a sample's single image; other images get empty rows)."""
     if all(s["masks"] is None for s in samples):
         return None
-    batch = len(samples)
+    images = sum(s["pixels"].shape[0] for s in samples)
     most = max(0 if s["masks"] is None else s["masks"].shape[0] for s in samples)
-    masks = torch.zeros(batch, most, image_size, image_size, dtype=torch.bool)
-    scores = torch.zeros(batch, most)
-    valid = torch.zeros(batch, most, dtype=torch.bool)
+    masks = torch.zeros(images, most, image_size, image_size, dtype=torch.bool)
+    scores = torch.zeros(images, most)
+    valid = torch.zeros(images, most, dtype=torch.bool)
     stored = [s["embeddings"] for s in samples if s.get("embeddings") is not None]
-    embeddings = torch.zeros(batch, most, stored[0].shape[-1]) if stored else None
-    for i, s in enumerate(samples):
+    embeddings = torch.zeros(images, most, stored[0].shape[-1]) if stored else None
+    row = 0
+    for s in samples:
         if s["masks"] is not None and s["masks"].shape[0]:
             k = s["masks"].shape[0]
-            masks[i, :k], scores[i, :k], valid[i, :k] = s["masks"], s["scores"], True
+            masks[row, :k], scores[row, :k], valid[row, :k] = s["masks"], s["scores"], True
             if embeddings is not None and s.get("embeddings") is not None:
-                embeddings[i, :k] = s["embeddings"]
+                embeddings[row, :k] = s["embeddings"]
+        row += s["pixels"].shape[0]
     return ObjectMasks(masks=masks, scores=scores, valid=valid, embeddings=embeddings)
 
 
@@ -183,7 +196,7 @@ class Collator:
         input_ids, attention_mask = _pad([s["input_ids"] for s in samples], self.pad_token_id, left=False)
         labels, _ = _pad([s["labels"] for s in samples], IGNORE_INDEX, left=False)
         prompt_ids, prompt_mask = _pad([s["prompt_ids"] for s in samples], self.pad_token_id, left=True)
-        pixels = torch.stack([s["pixels"] for s in samples])
+        pixels = torch.cat([s["pixels"] for s in samples])  # (I, 3, S, S): every image, in placeholder order
         return VLMBatch(
             pixels=pixels,
             input_ids=input_ids,
@@ -195,4 +208,5 @@ class Collator:
             answers=[s["answer"] for s in samples],
             keys=[s["key"] for s in samples],
             question_types=[s["question_type"] for s in samples],
+            images_per_sample=torch.tensor([s["pixels"].shape[0] for s in samples], dtype=torch.long),
         )

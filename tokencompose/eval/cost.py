@@ -35,12 +35,17 @@ class Cost:
 
 
 def _single(batch: VLMBatch, i: int) -> VLMBatch:
+    """Sample ``i`` of ``batch`` alone (its own images and object rows)."""
     keep = batch.prompt_mask[i].bool()
+    counts = batch.image_counts()
+    start = int(counts[:i].sum())
+    images = slice(start, start + int(counts[i]))
     objects = batch.objects
     if objects is not None:
-        objects = type(objects)(*(None if t is None else t[i : i + 1] for t in (objects.masks, objects.scores, objects.valid, objects.embeddings)))
+        objects = type(objects)(*(None if t is None else t[images] for t in (objects.masks, objects.scores, objects.valid, objects.embeddings)))
     return VLMBatch(
-        pixels=batch.pixels[i : i + 1], input_ids=batch.input_ids[i : i + 1], attention_mask=batch.attention_mask[i : i + 1],
+        images_per_sample=counts[i : i + 1],
+        pixels=batch.pixels[images], input_ids=batch.input_ids[i : i + 1], attention_mask=batch.attention_mask[i : i + 1],
         labels=batch.labels[i : i + 1], prompt_ids=batch.prompt_ids[i : i + 1, keep], prompt_mask=batch.prompt_mask[i : i + 1, keep],
         objects=objects, answers=batch.answers[i : i + 1], keys=batch.keys[i : i + 1], question_types=batch.question_types[i : i + 1],
     )
