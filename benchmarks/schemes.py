@@ -24,10 +24,11 @@ from tokencompose.data.shards import decode_sample
 from tokencompose.data.synthetic import ShapesGenerator, shapes_text_tokenizer
 from tokencompose.encoders import HFCLIPEncoder
 from tokencompose.eval.cost import measure_cost
-from tokencompose.llm import CausalLM, ModalityPreFusion
+from tokencompose.llm import CausalLM, FastV, ModalityPreFusion
 from tokencompose.model import VLM
 from tokencompose.tokenizers import (
     CLSAttentionSelector,
+    CompressionTokens,
     GlobalTokenizer,
     MatryoshkaPoolTokenizer,
     MatryoshkaQueryTransformer,
@@ -43,8 +44,14 @@ SMALL = dict(vision=dict(hidden_size=256, intermediate_size=1024, num_hidden_lay
 
 
 def schemes(grid: int):
+    """name -> (tokenizers, extra VLM arguments). FastV's LLM is an eager-attention copy of the same weights."""
     return {
         "LLaVA-1.5 (all patches)": (lambda: {"patch": PatchPoolTokenizer(grid=None)}, None),
+        "FastV (K=2, drop 50 %)": (lambda: {"patch": PatchPoolTokenizer(grid=None)},
+                                   lambda: {"llm_pruner": FastV(layer=2, drop_ratio=0.5), "eager": True}),
+        "VoCo-LLaMA (576 + 1, image hidden after)": (
+            lambda: {"patch": PatchPoolTokenizer(grid=None), "voco": CompressionTokens(count=1)},
+            lambda: {"summary_stream": "voco"}),
         "Mask-LLaVA (1 + 6x6 + 20)": (lambda: {"cls": GlobalTokenizer(), "patch": PatchPoolTokenizer(grid=6),
                                                "objects": ObjectTokenizer(max_objects=20)}, None),
         "M3 @ 36": (lambda: {"patch": MatryoshkaPoolTokenizer(scales=(1, 36, grid * grid), scale=36)}, None),
@@ -52,8 +59,17 @@ def schemes(grid: int):
         "FasterVLM (keep 10%)": (lambda: {"patch": CLSAttentionSelector(keep=grid * grid // 10)}, None),
         "LLaVA-Mini (1 token + 4 pre-fusion layers)": (
             lambda: {"patch": PatchPoolTokenizer(grid=None), "compressed": QueryCompressor(side=1, heads=4)},
-            lambda: ModalityPreFusion(num_layers=4, context="patch")),
+            lambda: {"prefusion": ModalityPreFusion(num_layers=4, context="patch")}),
     }
+
+
+def cached_tokens(model, tokens: float, layers: int) -> float:
+    """Visual tokens whose keys and values stay in the cache of a ``layers``-deep LLM, averaged over layers
+    (FastV keeps all of them below layer K)."""
+    if model.llm_pruner is None:
+        return tokens
+    kept = tokens - round(model.llm_pruner.drop_ratio * tokens)
+    return (model.llm_pruner.layer * tokens + (layers - model.llm_pruner.layer) * kept) / layers
 
 
 def kv_bytes_per_token(config, dtype_bytes: int) -> int:
@@ -73,7 +89,10 @@ def main() -> None:
     tokenizer = shapes_text_tokenizer()
     torch.manual_seed(0)
     encoder = HFCLIPEncoder(config=spec["vision"])
-    llm = CausalLM(text_tokenizer=tokenizer, config={"model_type": "llama", **{k: v for k, v in spec["text"].items() if k != "vocab_size"}})
+    llm_config = {"model_type": "llama", **{k: v for k, v in spec["text"].items() if k != "vocab_size"}}
+    llm = CausalLM(text_tokenizer=tokenizer, config=llm_config)
+    eager = CausalLM(text_tokenizer=tokenizer, config={**llm_config, "attn_implementation": "eager"})
+    eager.load_state_dict(llm.state_dict())
     grid = encoder.grid_size
     generator = ShapesGenerator(image_size=336, seed=0)
     print(f"# schemes on one LLM — {machine()}, size={args.size}, {grid * grid} patches, LLM {llm.model.config.num_hidden_layers} "
@@ -82,9 +101,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     reference = None
     vicuna = type(llm.model.config)(**SIZES["7b"]["text"])
-    for name, (tokenizers, prefusion) in schemes(grid).items():
-        model = VLM(encoder=encoder, tokenizers=tokenizers(), llm=llm, prefusion=prefusion() if prefusion else None,
-                    max_length=4096, max_new_tokens=8).to(device, dtype).eval()
+    for name, (tokenizers, extra) in schemes(grid).items():
+        options = extra() if extra else {}
+        chosen = eager if options.pop("eager", False) else llm
+        model = VLM(encoder=encoder, tokenizers=tokenizers(), llm=chosen, max_length=4096, max_new_tokens=8,
+                    **options).to(device, dtype).eval()
         processor = SampleProcessor(ImageTransform(336, encoder.image_mean, encoder.image_std), model.conversation_encoder())
         samples = [processor(decode_sample(SyntheticShapes._encode(generator, i))) for i in range(args.samples)]
         batch = Collator(pad_token_id=tokenizer.pad_token_id)(samples)
@@ -96,8 +117,8 @@ def main() -> None:
         gflops = sum(cost.gflops.get(s, 0.0) for s in ("encoder", "reduction", "projector", "prefill"))
         reference = reference or gflops
         print(f"| {name} | {tokens:.1f} | {gflops:.1f} | {gflops / reference:.2f} | {cost.ttft_ms:.0f} | {cost.decode_tokens_per_s:.1f} | "
-              f"{tokens * kv_bytes_per_token(llm.model.config, 2 if dtype == torch.bfloat16 else 4) / 2**20:.2f} | "
-              f"{tokens * kv_bytes_per_token(vicuna, 2) / 2**20:.1f} |", flush=True)
+              f"{cached_tokens(model, tokens, llm.model.config.num_hidden_layers) * kv_bytes_per_token(llm.model.config, 2 if dtype == torch.bfloat16 else 4) / 2**20:.2f} | "
+              f"{cached_tokens(model, tokens, vicuna.num_hidden_layers) * kv_bytes_per_token(vicuna, 2) / 2**20:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
