@@ -22,6 +22,13 @@ class Segment:
     is_target: bool
 
 
+def prompt_turns(conversation: list[dict[str, str]], add_generation_prompt: bool) -> list[dict[str, str]]:
+    """The turns to render: for a generation prompt, a final answer is left out (the model writes it)."""
+    if add_generation_prompt and len(conversation) % 2 == 0:
+        return conversation[:-1]
+    return conversation
+
+
 def check_conversation(conversation: list[dict[str, str]]) -> None:
     """Raise ValueError if the turns are not human/gpt alternating, starting with human."""
     if not conversation:
@@ -88,7 +95,7 @@ class VicunaV1Template(ChatTemplate):
         add_generation_prompt: bool = False,
     ) -> list[Segment]:
         check_conversation(conversation)
-        turns = conversation[:-1] if add_generation_prompt and len(conversation) % 2 == 0 else conversation
+        turns = prompt_turns(conversation, add_generation_prompt)
         out: list[Segment] = []
         prefix = self.system + " "
         for i in range(0, len(turns), 2):
@@ -129,8 +136,7 @@ class HFChatTemplate(ChatTemplate):
         messages = [{"role": "system", "content": self.system}] if self.system else []
         out: list[Segment] = []
         done = ""
-        turns = conversation[:-1] if add_generation_prompt and len(conversation) % 2 == 0 else conversation
-        for turn in turns:
+        for turn in prompt_turns(conversation, add_generation_prompt):
             role = "user" if turn["from"] == HUMAN else "assistant"
             is_target = role == "assistant"
             before = render(messages, add_generation_prompt=is_target)
