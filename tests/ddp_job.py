@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +61,8 @@ def main() -> None:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     else:
         cli.trainer.validate(cli.model, datamodule=cli.datamodule)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -53,3 +53,23 @@ def test_exact_pass_over_uneven_shards_sees_every_sample_once(ddp_data, tmp_path
     assert sorted(len(keys) for keys in per_rank) == [24, 48]
     seen = per_rank[0] + per_rank[1]
     assert len(seen) == len(set(seen)) == 72 and set(seen) == {f"0000-{i:08d}" for i in range(72)}
+
+
+def test_evaluation_over_two_ranks_equals_one_process(ddp_data, tmp_path):
+    from tests.recipe_utils import REPO
+    from tokencompose.eval.runner import evaluate
+    from tokencompose.eval.sweep import build_model
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), str(JOB.with_name("ddp_eval_job.py")), str(ddp_data), str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1] and ranks[0]["samples"] == 72  # 3 uneven shards, every sample once, on both ranks
+    lines = (out / "shapes_predictions.jsonl").read_text().splitlines()
+    assert len({json.loads(line)["id"] for line in lines}) == 72
+    model = build_model(["--config", str(REPO / "recipes/tiny/mask_llava.yaml"), "--data.synthetic.root", str(ddp_data)], {}, None)
+    single = evaluate(model, "shapes", f"{ddp_data}/train-{{000000..000002}}.tar", tmp_path / "single", cost_samples=0)
+    assert single.scores == ranks[0]["scores"]

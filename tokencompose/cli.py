@@ -111,6 +111,8 @@ def eval_command(argv: list[str]) -> None:
     import argparse
     import json
 
+    import torch
+
     from tokencompose.eval.runner import evaluate
     from tokencompose.eval.sweep import build_model
 
@@ -120,17 +122,26 @@ def eval_command(argv: list[str]) -> None:
     parser.add_argument("--benchmark", required=True, action="append", help="NAME=SHARDS, repeatable")
     parser.add_argument("--out", required=True, help="folder for scores, predictions and server answer files")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--devices", type=int, default=1, help="> 1: DDP over this many devices (per node)")
+    parser.add_argument("--num-nodes", type=int, default=1)
     parser.add_argument("overrides", nargs="*", help="recipe overrides after `--`, e.g. --model.tokenizers.patch.grid 3")
     args = parser.parse_args(argv)
     recipe = [a for c in args.config for a in ("--config", c)] + args.overrides
     model = build_model(recipe, {}, args.ckpt)
+    trainer = None
+    if args.devices > 1 or args.num_nodes > 1:
+        trainer = Trainer(devices=args.devices, num_nodes=args.num_nodes, strategy="ddp", logger=False,
+                          inference_mode=model.object_annotator is None)
     summary = {}
     for name, shards in _benchmark_specs(args.benchmark):
-        result = evaluate(model, name, shards, args.out, args.batch_size)
+        result = evaluate(model, name, shards, args.out, args.batch_size, trainer=trainer)
         summary[name] = {"scores": result.scores, "samples": result.samples, "visual_tokens": result.mean_visual_tokens,
                          "cost": result.cost.columns() if result.cost else None}
         print(f"{name}: {result.samples} samples, {result.mean_visual_tokens:.1f} visual tokens, {result.scores}")
-    (Path(args.out) / "scores.json").write_text(json.dumps(summary, indent=1))
+    if trainer is None or trainer.is_global_zero:
+        (Path(args.out) / "scores.json").write_text(json.dumps(summary, indent=1))
+    if trainer is not None and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def sweep_command(argv: list[str]) -> None:
