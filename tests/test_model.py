@@ -99,3 +99,14 @@ def test_online_annotator_with_no_objects_gives_the_background_token_only_and_tr
     _, loss = model(batch)
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_validation_encodes_each_batch_once(mask_llava, make_batch):
+    calls = []
+    hook = mask_llava.encoder.register_forward_hook(lambda *_: calls.append(1))
+    mask_llava.log = lambda *args, **kwargs: None
+    mask_llava.eval()
+    with torch.no_grad():
+        mask_llava.validation_step(make_batch(mask_llava, count=2), 0)
+    hook.remove()
+    assert len(calls) == 1  # the loss and the generated answers share one encoding

@@ -171,12 +171,18 @@ class VLM(L.LightningModule):
         with stage(profiler, "projector"):
             return compose_streams(streams, self.projectors, self.shared_projector)
 
-    def fuse(self, batch: VLMBatch, for_generation: bool = False, profiler: StageProfiler | None = None) -> FusedInputs:
-        """Text embeddings with each image placeholder replaced by that image's visual tokens."""
+    def fuse(self, batch: VLMBatch, for_generation: bool = False, profiler: StageProfiler | None = None,
+             visual: VisualSequence | None = None) -> FusedInputs:
+        """Text embeddings with each image placeholder replaced by that image's visual tokens.
+
+        ``visual``: the batch's images already encoded (``encode_images``), to reuse one encoding for the
+        training-format and the generation-format text of the same batch.
+        """
         input_ids = batch.prompt_ids if for_generation else batch.input_ids
         mask = batch.prompt_mask if for_generation else batch.attention_mask
         labels = None if for_generation else batch.labels
-        visual = self.encode_images(batch.pixels, batch.objects, profiler)  # (I, N, D): images in placeholder order
+        if visual is None:
+            visual = self.encode_images(batch.pixels, batch.objects, profiler)  # (I, N, D): placeholder order
         text = self.llm.embed(input_ids)
         to_llm = self.llm_positions(visual)
         tokens, valid = visual.tokens[:, to_llm], visual.valid[:, to_llm]
@@ -206,9 +212,9 @@ class VLM(L.LightningModule):
         return torch.where(has, summed / counts.clamp(min=1)[:, None, None], text), tokens
 
     # ------------------------------------------------------------------ steps
-    def forward(self, batch: VLMBatch) -> tuple[Tensor, Tensor]:
-        """VLMBatch -> (logits (B, L, V), loss)."""
-        fused = self.fuse(batch)
+    def forward(self, batch: VLMBatch, visual: VisualSequence | None = None) -> tuple[Tensor, Tensor]:
+        """VLMBatch (+ its images already encoded) -> (logits (B, L, V), loss)."""
+        fused = self.fuse(batch, visual=visual)
         logits = self.llm(fused.inputs_embeds, fused.attention(), fused.position_ids).logits
         return logits, causal_lm_loss(logits, fused.labels)
 
@@ -227,8 +233,9 @@ class VLM(L.LightningModule):
         return loss
 
     def validation_step(self, batch: VLMBatch, batch_idx: int) -> None:
-        _, loss = self(batch)
-        predictions = self.generate(batch)
+        visual = self.encode_images(batch.pixels, batch.objects)  # once, for the loss and for generation
+        _, loss = self(batch, visual)
+        predictions = self.generate(batch, visual=visual)
         correct = torch.tensor(
             [normalise_answer(p) == normalise_answer(a) for p, a in zip(predictions, batch.answers, strict=True)],
             dtype=torch.float,
@@ -239,12 +246,9 @@ class VLM(L.LightningModule):
 
     def predict_step(self, batch: VLMBatch, batch_idx: int) -> list[dict[str, Any]]:
         start = time.perf_counter()
-        visual = self.encode_images(batch.pixels, batch.objects)
-        per_image = visual.valid[:, self.llm_positions(visual)].sum(1)  # (I,)
-        counts = batch.image_counts()
-        owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-        visual_counts = torch.zeros(len(counts), dtype=per_image.dtype, device=per_image.device).index_add(0, owner, per_image)
-        predictions = self.generate(batch)
+        prompt = self.fuse(batch, for_generation=True)
+        visual_counts = ((prompt.visual_kind >= 0) & prompt.attention_mask.bool()).sum(1)  # (B,) tokens the LLM sees
+        predictions = self.answer(prompt)
         seconds = (time.perf_counter() - start) / len(batch)
         return [
             {
@@ -267,9 +271,16 @@ class VLM(L.LightningModule):
         max_new_tokens: int | None = None,
         use_cache: bool = True,
         profiler: StageProfiler | None = None,
+        visual: VisualSequence | None = None,
     ) -> list[str]:
         """Greedy answers to the batch's prompts (left-padded, so results do not depend on the batch)."""
-        prompt = self.fuse(batch, for_generation=True, profiler=profiler)
+        prompt = self.fuse(batch, for_generation=True, profiler=profiler, visual=visual)
+        return self.answer(prompt, max_new_tokens, use_cache, profiler)
+
+    @torch.no_grad()
+    def answer(self, prompt: FusedInputs, max_new_tokens: int | None = None, use_cache: bool = True,
+               profiler: StageProfiler | None = None) -> list[str]:
+        """Greedy answers to an already fused, left-padded prompt."""
         stepper = self.llm_pruner.stepper(self.llm, prompt, use_cache) if self.llm_pruner is not None else None
         ids = greedy_generate(self.llm, prompt, max_new_tokens or self.max_new_tokens, use_cache, profiler, stepper)
         return self.llm.text_tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -40,6 +40,10 @@ class ImageTransform:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    def __post_init__(self) -> None:
+        self._mean = torch.tensor(self.mean)[:, None, None]  # made once, not per sample
+        self._std = torch.tensor(self.std)[:, None, None]
+
     def __call__(self, image: Image.Image, masks: np.ndarray | None = None) -> tuple[Tensor, Tensor | None]:
         """PIL image (+ (K, H, W) masks) -> pixels (3, S, S) float, masks (K, S, S) bool."""
         fill = tuple(int(255 * m) for m in self.mean)
@@ -47,7 +51,7 @@ class ImageTransform:
         if square.size != (self.image_size, self.image_size):
             square = square.resize((self.image_size, self.image_size), Image.BICUBIC)
         pixels = torch.from_numpy(np.asarray(square, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        pixels = (pixels - torch.tensor(self.mean)[:, None, None]) / torch.tensor(self.std)[:, None, None]
+        pixels = (pixels - self._mean) / self._std
         if masks is None:
             return pixels, None
         side = max(image.size)
