@@ -17,13 +17,12 @@ from tokencompose.tokenizers import (
 
 
 def llava_mini(text_tokenizer, **overrides):
-    return build_mask_llava(
-        text_tokenizer,
+    parts = dict(
         tokenizers={"patch": PatchPoolTokenizer(grid=None), "compressed": QueryCompressor(side=1, heads=4)},
         scaler=None,
         prefusion=ModalityPreFusion(num_layers=2, context="patch"),
-        **overrides,
     )
+    return build_mask_llava(text_tokenizer, **{**parts, **overrides})
 
 
 def test_llava_mini_sends_one_token_per_image_and_trains(text_tokenizer, make_batch):
@@ -198,3 +197,48 @@ def test_fastv_cached_and_uncached_decoding_agree(text_tokenizer, make_batch):
     model = fastv_model(text_tokenizer, drop_ratio=0.75, layer=1)
     batch = make_batch(model, count=3)
     assert model.generate(batch, max_new_tokens=5, use_cache=True) == model.generate(batch, max_new_tokens=5, use_cache=False)
+
+
+def test_prefusion_reads_detached_text_embeddings(text_tokenizer, make_batch):
+    """ictnlp/LLaVA-Mini ``llavamini/model/llavamini_arch.py`` (``encode_images_mini``, fork
+    miznchimaki/LLaVA-Mini@423c788): ``all_text_embedding = get_input_embeddings()(ids).detach()`` feeds pre-fusion,
+    and every LLM text position comes from it, so the embedding table gets no gradient through the text."""
+    model = llava_mini(text_tokenizer)
+    assert not model.llm.model.config.tie_word_embeddings
+    batch = make_batch(model, count=2)
+    _, loss = model(batch)
+    loss.backward()
+    table = model.llm.model.get_input_embeddings().weight
+    assert table.grad is None or not table.grad.any()
+    assert model.prefusion.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_text_only_samples_are_prefused_with_a_zero_image(text_tokenizer, make_batch):
+    """LLaVA-Mini ``llavamini/train/train.py`` (``LazySupervisedDataset.__getitem__``, same fork): a sample without an
+    image gets ``torch.zeros(1, 3, crop, crop)``, and ``encode_images_mini`` pre-fuses every sample's text with its
+    image, so a text-only sample's text is fused with the blank image's tokens."""
+    from tests.conftest import raw_samples
+    from tokencompose.data.processing import Collator, ImageTransform, SampleProcessor
+
+    model = llava_mini(text_tokenizer).eval()
+    sample = raw_samples(1)[0]
+    text_only = {"__key__": "t", "json": dict(sample["json"], conversations=[
+        {"from": "human", "value": "what color is the circle ?"}, {"from": "gpt", "value": "red"}])}
+    processor = SampleProcessor(ImageTransform(64, model.encoder.image_mean, model.encoder.image_std),
+                                model.conversation_encoder())
+    batch = Collator(pad_token_id=0)([processor(sample), processor(text_only)])
+    with torch.no_grad():
+        fused = model.fuse(batch).inputs_embeds[1]  # the text-only sample: no visual token, same length as its ids
+        blank = model.encode_images(torch.zeros(1, 3, 64, 64))
+        to_llm = model.llm_positions(blank)
+        instruction = batch.attention_mask[1:].bool() & (batch.labels[1:] == -100)
+        expected, _ = model.prefusion(blank.tokens[:, ~to_llm], blank.valid[:, ~to_llm], blank.tokens[:, to_llm],
+                                      model.llm.embed(batch.input_ids[1:]), instruction)
+    length = int(batch.attention_mask[1].sum())
+    assert_close(fused[:length], expected[0, :length])
+    plain = model.llm.embed(batch.input_ids[1:])[0, :length]
+    assert not torch.allclose(fused[:length][instruction[0, :length]], plain[instruction[0, :length]])
+    unfused = llava_mini(text_tokenizer, prefusion=ModalityPreFusion(num_layers=2, context="patch", text_only="unfused"))
+    unfused.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert_close(unfused.eval().fuse(batch).inputs_embeds[1, :length], plain)

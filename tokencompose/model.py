@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -29,7 +30,7 @@ from tokencompose.scalers.base import NoScaler, StreamScaler
 from tokencompose.tokenizers.base import VisualTokenizer
 from tokencompose.types import ObjectMasks, VisualSequence, VLMBatch
 
-PARTS = ("encoder", "tokenizers", "scaler", "projectors", "llm")
+log = logging.getLogger(__name__)
 
 
 def normalise_answer(text: str) -> str:
@@ -109,14 +110,38 @@ class VLM(L.LightningModule):
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
         self.optimization = optimization if optimization is not None else Optimization()
-        unknown = set(self.optimization.learning_rates or {}) - set(PARTS)
-        if unknown:
-            raise ValueError(f"optimization.learning_rates: unknown part(s) {sorted(unknown)}; allowed: {list(PARTS)}")
         self.val_accuracy = MeanMetric()
+        self._check_settings()
+        self._nonfinite_in_a_row = 0
+        self.skipped_steps = 0
         if init_weights is not None:
             load_weights(self, init_weights)
 
+    def _check_settings(self) -> None:
+        """Settings that cannot work, all reported at once, naming their recipe keys."""
+        problems = []
+        parts = self.part_names()
+        unknown = sorted(set(self.optimization.learning_rates or {}) - set(parts))
+        if unknown:
+            problems.append(f"model.optimization.learning_rates: unknown part(s) {unknown}; allowed: {parts}")
+        visual = sum(self.visual_tokens_per_image().values())
+        if self.max_length <= visual:
+            problems.append(
+                f"model.max_length={self.max_length} leaves no room for text: one image alone takes {visual} "
+                f"visual tokens ({self.visual_tokens_per_image()}); raise it or lower the budget"
+            )
+        if self.max_new_tokens < 1:
+            problems.append(f"model.max_new_tokens={self.max_new_tokens}; must be >= 1")
+        if self.optimization.max_nonfinite_steps < 1:
+            problems.append(f"model.optimization.max_nonfinite_steps={self.optimization.max_nonfinite_steps}; must be >= 1")
+        if problems:
+            raise ValueError("VLM: " + "; ".join(problems))
+
     # ------------------------------------------------------------------ composition
+    def part_names(self) -> list[str]:
+        """The model's parts (its child modules with parameters): the keys of ``optimization.learning_rates``."""
+        return [name for name, module in self.named_children() if any(True for _ in module.parameters())]
+
     def stream_widths(self) -> dict[str, int]:
         return {name: tok.output_width(self.encoder) for name, tok in self.tokenizers.items()}
 
@@ -186,12 +211,13 @@ class VLM(L.LightningModule):
         text = self.llm.embed(input_ids)
         to_llm = self.llm_positions(visual)
         tokens, valid = visual.tokens[:, to_llm], visual.valid[:, to_llm]
-        if self.prefusion is not None and tokens.shape[0] > 0:
+        if self.prefusion is not None:
             instruction = mask.bool() & (input_ids >= 0)
             if labels is not None:
                 instruction &= labels == IGNORE_INDEX  # pre-fusion never sees an answer
             with stage(profiler, "reduction"):
-                text, tokens = self._prefuse(visual, to_llm, tokens, text, instruction, batch.image_counts())
+                text, tokens = self._prefuse(visual, to_llm, tokens, text, instruction, batch.image_counts(),
+                                             batch.pixels.shape[-1])
         fused = fuse_visual_tokens(
             input_ids, text, mask, tokens, valid, IMAGE_TOKEN_ID, labels=labels,
             left_pad=for_generation, visual_kind=visual.kind[to_llm],
@@ -201,15 +227,31 @@ class VLM(L.LightningModule):
         return fused
 
     def _prefuse(self, visual: VisualSequence, to_llm: Tensor, tokens: Tensor, text: Tensor, instruction: Tensor,
-                 counts: Tensor) -> tuple[Tensor, Tensor]:
+                 counts: Tensor, image_size: int) -> tuple[Tensor, Tensor]:
         """Pre-fusion once per image with its sample's text; a sample's fused text is the mean over its images
-        (LLaVA-Mini's rule for video frames). (I, N, D), (B, T, D) -> fused text (B, T, D), tokens (I, Nq, D)."""
-        owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)  # (I,) sample of image
-        fused, tokens = self.prefusion(visual.tokens[:, ~to_llm], visual.valid[:, ~to_llm], tokens, text[owner],
-                                       instruction[owner])
+        (LLaVA-Mini's rule for video frames). (I, N, D), (B, T, D) -> fused text (B, T, D), tokens (I, Nq, D).
+
+        A text-only sample is pre-fused with a blank image (all-zero pixels after normalisation), as LLaVA-Mini's
+        data loader gives it one (``ModalityPreFusion(text_only="zero_image")``); its tokens are dropped.
+        """
+        arange = torch.arange(len(counts), device=counts.device)
+        owner = torch.repeat_interleave(arange, counts)  # (I,) sample of each image
+        context, context_valid = visual.tokens[:, ~to_llm], visual.valid[:, ~to_llm]
+        compressed = tokens
+        text_only = arange[counts == 0]
+        if self.prefusion.text_only == "zero_image" and len(text_only):
+            blank = torch.zeros(len(text_only), 3, image_size, image_size, device=text.device, dtype=visual.tokens.dtype)
+            blank_objects = ObjectMasks.empty(len(text_only), image_size, image_size, device=text.device)
+            blank_visual = self.encode_images(blank, blank_objects)
+            owner = torch.cat([owner, text_only])
+            context = torch.cat([context, blank_visual.tokens[:, ~to_llm]])
+            context_valid = torch.cat([context_valid, blank_visual.valid[:, ~to_llm]])
+            compressed = torch.cat([compressed, blank_visual.tokens[:, to_llm]])
+            counts = counts.clamp(min=1)
+        fused, compressed = self.prefusion(context, context_valid, compressed, text[owner], instruction[owner])
         summed = torch.zeros_like(text).index_add(0, owner, fused.to(text.dtype))
         has = (counts > 0)[:, None, None]
-        return torch.where(has, summed / counts.clamp(min=1)[:, None, None], text), tokens
+        return torch.where(has, summed / counts.clamp(min=1)[:, None, None], text), compressed[: tokens.shape[0]]
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: VLMBatch, visual: VisualSequence | None = None) -> tuple[Tensor, Tensor]:
@@ -230,7 +272,35 @@ class VLM(L.LightningModule):
             varying.use_budget(varying.budget_variants()[-1])
             loss = torch.stack(losses).mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        if self.skipped_steps:
+            self.log("train/skipped_steps", float(self.skipped_steps), batch_size=len(batch))
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Never step on a non-finite loss or gradient: drop the gradients (AdamW then skips every parameter),
+        count the step, and stop after ``optimization.max_nonfinite_steps`` such steps in a row.
+
+        Ranks agree (the flag is summed over them), so a skip never desynchronises DDP or FSDP shards.
+        """
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.device)
+        bad = (~torch.isfinite(norm)).float()
+        bad = self.trainer.strategy.reduce(bad, reduce_op="sum") if self._trainer is not None else bad
+        if not bad.item():
+            self._nonfinite_in_a_row = 0
+            return
+        optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self._nonfinite_in_a_row += 1
+        log.warning("step %d: non-finite loss or gradient; optimizer step skipped (%d skipped, %d in a row)",
+                    self.global_step, self.skipped_steps, self._nonfinite_in_a_row)
+        limit = self.optimization.max_nonfinite_steps
+        if self._nonfinite_in_a_row >= limit:
+            raise FloatingPointError(
+                f"training stopped at step {self.global_step}: {limit} optimizer steps in a row had a non-finite "
+                f"loss or gradient ({self.skipped_steps} skipped in all). Check the data (NaN/Inf inputs), the "
+                "learning rate and the precision; `model.optimization.max_nonfinite_steps` sets the limit"
+            )
 
     def validation_step(self, batch: VLMBatch, batch_idx: int) -> None:
         visual = self.encode_images(batch.pixels, batch.objects)  # once, for the loss and for generation
@@ -286,15 +356,19 @@ class VLM(L.LightningModule):
         return self.llm.text_tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     # ------------------------------------------------------------------ optimisation
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """One AdamW group per part with trainable parameters; together exactly the parameters that require grad."""
+        opt, seen, groups = self.optimization, set(), []
+        for part, module in self.named_children():
+            params = [p for p in module.parameters() if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in params)
+            if params:
+                groups.append({"params": params, "lr": (opt.learning_rates or {}).get(part, opt.lr), "name": part})
+        return groups
+
     def configure_optimizers(self) -> dict[str, Any]:
         opt = self.optimization
-        groups = []
-        for part in PARTS:
-            params = [p for p in getattr(self, part).parameters() if p.requires_grad]
-            if params:
-                lr = (opt.learning_rates or {}).get(part, opt.lr)
-                groups.append({"params": params, "lr": lr, "name": part})
-        optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
         total = self.trainer.estimated_stepping_batches
         if total == float("inf"):
             raise ValueError("the learning-rate schedule needs a known length: set `trainer.max_steps`")

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 @dataclass
 class Optimization:
-    """AdamW settings. ``learning_rates`` overrides ``lr`` per part: keys among the model's part names
-    (``encoder``, ``tokenizers``, ``scaler``, ``projectors``, ``llm``)."""
+    """AdamW settings. ``learning_rates`` overrides ``lr`` per part: keys among the model's parts with
+    parameters (``encoder``, ``tokenizers``, ``scaler``, ``projectors``, ``llm``, ``prefusion``, ...).
+    ``max_nonfinite_steps``: training stops after this many optimizer steps in a row had a non-finite loss or
+    gradient (each is skipped, never stepped on)."""
 
     lr: float = 2e-5
     learning_rates: dict[str, float] | None = None
@@ -17,6 +19,7 @@ class Optimization:
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_ratio: float = 0.03
     min_lr_ratio: float = 0.0
+    max_nonfinite_steps: int = 10
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_ratio: float, min_lr_ratio: float = 0.0) -> float:

@@ -68,7 +68,7 @@ def test_fused_text_is_the_mean_over_frames(tmp_path, text_tokenizer):
                             visual.tokens[f : f + 1, to_llm], text, instruction)[0]
             for f in range(3)
         ]
-        fused, _ = model._prefuse(visual, to_llm, visual.tokens[:, to_llm], text, instruction, video.image_counts())
+        fused, _ = model._prefuse(visual, to_llm, visual.tokens[:, to_llm], text, instruction, video.image_counts(), 64)
     assert_close(fused, torch.stack(per_frame).mean(0))
 
 

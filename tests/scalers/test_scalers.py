@@ -71,3 +71,14 @@ def test_check_streams_names_missing_reference():
     with pytest.raises(ValueError, match="patches"):
         MeanStdScaler(reference="patches").check_streams(["cls", "patch"])
     NoScaler().check_streams(["anything"])
+
+
+def test_dataset_stats_ignore_a_non_finite_batch():
+    scaler = DatasetStatsScaler(targets=["cls", "objects"])
+    scaler.train()
+    scaler(streams())
+    before = scaler.state_dict()["stats_patch"].clone()
+    poisoned = streams()
+    poisoned["patch"].tokens[0, 0, 0] = float("nan")
+    scaler(poisoned)
+    assert_close(scaler.state_dict()["stats_patch"], before)

@@ -4,11 +4,16 @@ Input per sample: [context visual tokens (e.g. all projected patches); compresse
 text], causal, with answers, padding and image placeholders masked out (so the fused text never sees an answer).
 Outputs: the fused text embeddings (which replace the LLM's text embeddings; masked positions keep their
 original, detached embeddings, as upstream) and the compressed tokens after fusion (which go to the LLM).
+
+As in the official code (ictnlp/LLaVA-Mini ``llavamini/model/llavamini_arch.py``, ``encode_images_mini``: the
+text embeddings are taken ``.detach()``-ed before pre-fusion), no gradient reaches the embedding table through
+pre-fusion; a text-only sample is pre-fused with a blank image, as LLaVA-Mini's loader gives it a zero image.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import lightning as L
 import torch
@@ -19,12 +24,22 @@ from tokencompose.llm.causal_lm import CausalLM
 
 class ModalityPreFusion(L.LightningModule):
     """``num_layers`` fresh decoder layers of the LLM's class and config; ``context`` names the visual stream
-    that only pre-fusion sees (LLaVA-Mini: all patches); every other stream is fused and passed to the LLM."""
+    that only pre-fusion sees (LLaVA-Mini: all patches); every other stream is fused and passed to the LLM.
 
-    def __init__(self, num_layers: int = 4, context: str = "patch") -> None:
+    ``text_only``: ``"zero_image"`` (LLaVA-Mini) pre-fuses a text-only sample's text with a blank image;
+    ``"unfused"`` leaves its text embeddings as they are.
+    """
+
+    def __init__(self, num_layers: int = 4, context: str = "patch",
+                 text_only: Literal["zero_image", "unfused"] = "zero_image") -> None:
         super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"ModalityPreFusion: num_layers={num_layers}; must be >= 1")
+        if text_only not in ("zero_image", "unfused"):
+            raise ValueError(f"ModalityPreFusion: text_only={text_only!r}; allowed: 'zero_image', 'unfused'")
         self.num_layers = num_layers
         self.context = context
+        self.text_only = text_only
 
     def attach(self, llm: CausalLM) -> None:
         """Build the layers from the LLM (called once by the model)."""
@@ -40,6 +55,7 @@ class ModalityPreFusion(L.LightningModule):
                 text_valid: Tensor) -> tuple[Tensor, Tensor]:
         """context (B, Nc, D), compressed (B, Nq, D), text (B, T, D) + validity masks (B, N) bool
         -> fused text (B, T, D), fused compressed tokens (B, Nq, D)."""
+        text = text.detach()  # upstream: pre-fusion reads detached text embeddings
         x = torch.cat([context, compressed, text.to(context.dtype)], dim=1)  # (B, L, D)
         valid = torch.cat([context_valid, torch.ones(compressed.shape[:2], dtype=torch.bool, device=x.device), text_valid], 1)
         length = x.shape[1]
@@ -51,5 +67,5 @@ class ModalityPreFusion(L.LightningModule):
         rotary = self.rotary(x, positions)
         for layer in self.layers:
             x = layer(x, attention_mask=mask[:, None], position_ids=positions, position_embeddings=rotary)
-        fused_text = torch.where(text_valid[..., None], x[:, -text.shape[1] :], text.detach().to(x.dtype))
+        fused_text = torch.where(text_valid[..., None], x[:, -text.shape[1] :], text.to(x.dtype))
         return fused_text, x[:, context.shape[1] : context.shape[1] + compressed.shape[1]]

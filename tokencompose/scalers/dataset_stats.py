@@ -42,6 +42,8 @@ class DatasetStatsScaler(StreamScaler):
             return
         mean, std = masked_moments(stream.tokens.float(), stream.valid)
         has_tokens = stream.valid.any(1)
+        if not (torch.isfinite(mean[has_tokens]).all() and torch.isfinite(std[has_tokens]).all()):
+            return  # a non-finite batch is skipped by the training step; it must not poison the running statistics
         stats = getattr(self, self._key(name))
         seen = stats[2] + 1
         stats[0] += (mean[has_tokens].mean() - stats[0]) / seen
