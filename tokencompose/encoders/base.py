@@ -31,6 +31,10 @@ class VisionEncoder(L.LightningModule):
 
     Subclasses set ``hidden_size`` (Dv), ``embed_dim`` (De), ``image_size``, ``patch_size``, ``image_mean``
     and ``image_std`` so that the parts joined to them can read their widths and preprocessing.
+
+    Inputs of another size than ``image_size`` (also non-square) work everywhere: the patch grid is taken from
+    the input, (H // patch, W // patch), and the grid part of the positional embedding is resampled bicubically
+    with antialiasing (``position_table``), as the official LeGrad/MaskInversion code does.
     """
 
     hidden_size: int
@@ -55,7 +59,23 @@ class VisionEncoder(L.LightningModule):
 
     @property
     def grid_size(self) -> int:
+        """The configured (checkpoint's) grid side; an input's own grid is ``grid_of(pixels)``."""
         return self.image_size // self.patch_size
+
+    def grid_of(self, pixels: Tensor) -> tuple[int, int]:
+        """(B, 3, H, W) -> (H // patch, W // patch): the patch grid the input gives (its border beyond whole
+        patches is not seen, as with the stride-``patch`` patch convolution)."""
+        height, width = pixels.shape[-2:]
+        if height < self.patch_size or width < self.patch_size:
+            raise ValueError(
+                f"{type(self).__name__}: image size {height}x{width} is smaller than the patch size {self.patch_size}"
+            )
+        return height // self.patch_size, width // self.patch_size
+
+    @abstractmethod
+    def position_table(self, grid: tuple[int, int]) -> Tensor:
+        """(1 + h*w, C) positional embedding for an (h, w) patch grid: the checkpoint's table at its own grid,
+        else its grid rows resampled (``positions.resample_grid_positions``), the CLS row kept."""
 
     def _apply_freeze(self) -> None:
         if self.freeze:
@@ -67,7 +87,8 @@ class VisionEncoder(L.LightningModule):
 
     @abstractmethod
     def forward(self, pixels: Tensor) -> EncoderOutput:
-        """(B, 3, S, S) normalised pixels -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De))."""
+        """(B, 3, H, W) normalised pixels -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De)),
+        (h, w) = ``grid_of(pixels)``."""
 
     # ---- explicit blocks, for explainability (LeGrad) and MaskInversion -----------------------------------
     @property
@@ -77,7 +98,7 @@ class VisionEncoder(L.LightningModule):
 
     @abstractmethod
     def block_input(self, pixels: Tensor, block: int) -> Tensor:
-        """(B, 3, S, S) -> (B, T, C): the tokens entering block ``block`` (0-based)."""
+        """(B, 3, H, W) -> (B, T, C): the tokens entering block ``block`` (0-based), T = 1 + h*w."""
 
     @abstractmethod
     def attention_inputs(self, block: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:

@@ -10,6 +10,7 @@ from torch import Tensor
 from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
 from tokencompose.encoders.base import VisionEncoder
+from tokencompose.encoders.positions import resample_grid_positions
 from tokencompose.types import EncoderOutput
 
 
@@ -25,6 +26,9 @@ class HFCLIPEncoder(VisionEncoder):
         select_layer: index into the hidden states (embeddings + every block) for CLS and patches;
             LLaVA uses -2, the second-to-last block's output.
         freeze: no gradients, always in eval mode.
+
+    Any input size works, also non-square: positions are resampled with antialiased bicubic as the official
+    LeGrad/MaskInversion code does, not with HF's own ``interpolate_pos_encoding`` (plain bicubic).
     """
 
     def __init__(
@@ -60,25 +64,57 @@ class HFCLIPEncoder(VisionEncoder):
         return getattr(self.model, "vision_model", self.model)
 
     def forward(self, pixels: Tensor) -> EncoderOutput:
-        """(B, 3, S, S) -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De))."""
+        """(B, 3, H, W) -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De))."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            out = self.model(pixel_values=pixels, output_hidden_states=True)
+            out = self._run(pixels)
         hidden = out.hidden_states[self.select_layer]  # (B, 1 + h*w, Dv)
         embedding = out.image_embeds if self.with_projection else out.pooler_output
-        patches = rearrange(hidden[:, 1:], "b (h w) d -> b h w d", h=self.grid_size)
+        patches = rearrange(hidden[:, 1:], "b (h w) d -> b h w d", h=self.grid_of(pixels)[0])
         cls_attention = None
         if self.cls_attention_layer is not None:
             block = self.cls_attention_layer % self.num_blocks
             cls_attention = self.cls_attention(block, out.hidden_states[block])
         return EncoderOutput(cls=hidden[:, 0], patches=patches, embedding=embedding, cls_attention=cls_attention)
 
+    def position_table(self, grid: tuple[int, int]) -> Tensor:
+        embeddings = self._vision.embeddings
+        # position_ids is arange(1 + h*w), so the table HF adds is the embedding weight itself
+        return resample_grid_positions(embeddings.position_embedding.weight, (self.grid_size, self.grid_size), grid)
+
+    def embeddings(self, pixels: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, 1 + h*w, C): ``CLIPVisionEmbeddings`` (patch convolution, class token, positions)
+        with ``position_table`` of the input's grid — not HF's ``interpolate_pos_encoding``, which resamples
+        with plain bicubic (no antialiasing) and so differs from the official LeGrad/MaskInversion."""
+        module = self._vision.embeddings
+        grid = self.grid_of(pixels)
+        patch = module.patch_embedding(pixels.to(module.patch_embedding.weight.dtype))
+        patch = rearrange(patch, "b c h w -> b (h w) c")  # (B, h*w, C)
+        cls = module.class_embedding.expand(patch.shape[0], 1, -1)  # (B, 1, C)
+        return torch.cat([cls, patch], dim=1) + self.position_table(grid)
+
+    def _run(self, pixels: Tensor):
+        """The library's forward with all hidden states, at any input size.
+
+        At the configured size it is HF's forward unchanged. At another size, ``interpolate_pos_encoding=True``
+        lifts HF's size check and a forward hook replaces the embedding layer's output with ``embeddings``
+        (antialiased positions); the rest of the forward (blocks, hidden states, pooling, projection) is HF's.
+        """
+        self.grid_of(pixels)  # a clear error for an input smaller than a patch, before HF's convolution fails
+        if tuple(pixels.shape[-2:]) == (self.image_size, self.image_size):
+            return self.model(pixel_values=pixels, output_hidden_states=True)
+        hook = self._vision.embeddings.register_forward_hook(lambda *_: self.embeddings(pixels))
+        try:
+            return self.model(pixel_values=pixels, output_hidden_states=True, interpolate_pos_encoding=True)
+        finally:
+            hook.remove()
+
     @property
     def num_blocks(self) -> int:
         return len(self._vision.encoder.layers)
 
     def block_input(self, pixels: Tensor, block: int) -> Tensor:
-        """(B, 3, S, S) -> (B, T, C); hidden state ``block`` is the input of block ``block``."""
-        return self.model(pixel_values=pixels, output_hidden_states=True).hidden_states[block]
+        """(B, 3, H, W) -> (B, T, C); hidden state ``block`` is the input of block ``block``."""
+        return self._run(pixels).hidden_states[block]
 
     def attention_inputs(self, block: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
         layer = self._vision.encoder.layers[block]

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from tokencompose.encoders.base import VisionEncoder
+from tokencompose.encoders.positions import resample_grid_positions
 from tokencompose.types import EncoderOutput
 
 
@@ -26,6 +27,9 @@ class OpenCLIPEncoder(VisionEncoder):
         select_layer: hidden-state index as in Hugging Face's convention (-1 = last block, -2 = the one
             before); open_clip's block index is ``layers + select_layer``.
         freeze: no gradients, always in eval mode.
+
+    Any input size works, also non-square (positions resampled with antialiased bicubic, as the official
+    LeGrad/MaskInversion code); at another size than the configured one the model must pool the class token.
     """
 
     def __init__(
@@ -61,15 +65,27 @@ class OpenCLIPEncoder(VisionEncoder):
     def num_blocks(self) -> int:
         return len(self.visual.transformer.resblocks)
 
+    def position_table(self, grid: tuple[int, int]) -> Tensor:
+        return resample_grid_positions(self.visual.positional_embedding, tuple(self.visual.grid_size), grid)
+
+    def embeds(self, pixels: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, 1 + h*w, C): the tokens entering block 0 — open_clip's ``VisionTransformer._embeds``
+        (patch convolution, class token, positions, patch dropout, pre-norm) with ``position_table`` of the
+        input's grid, so any input size works."""
+        visual = self.visual
+        grid = self.grid_of(pixels)
+        x = rearrange(visual.conv1(pixels), "b c h w -> b (h w) c")  # (B, h*w, C)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, C)
+        x = torch.cat([cls, x], dim=1) + self.position_table(grid).to(x.dtype)
+        return visual.ln_pre(visual.patch_dropout(x))
+
     def block_input(self, pixels: Tensor, block: int) -> Tensor:
-        """(B, 3, S, S) -> (B, T, C): the tokens entering block ``block``, captured by a forward pre-hook."""
-        captured: list[Tensor] = []
-        hook = self.visual.transformer.resblocks[block].register_forward_pre_hook(lambda _, args: captured.append(args[0]))
-        try:
-            self.visual.forward_intermediates(pixels, indices=[block], stop_early=True, intermediates_only=True)
-        finally:
-            hook.remove()
-        return captured[0]
+        """(B, 3, H, W) -> (B, T, C): the tokens entering block ``block``."""
+        x = self.embeds(pixels)
+        if block == 0:
+            return x
+        _, (x,) = self.visual.transformer.forward_intermediates(x, indices=[block - 1], stop_early=True)
+        return x
 
     def _block(self, block: int) -> nn.Module:
         resblock = self.visual.transformer.resblocks[block]
@@ -103,18 +119,33 @@ class OpenCLIPEncoder(VisionEncoder):
         return self.visual.proj  # (Dv, De)
 
     def forward(self, pixels: Tensor) -> EncoderOutput:
-        """(B, 3, S, S) -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De))."""
+        """(B, 3, H, W) -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De))."""
         attention_block = None if self.cls_attention_layer is None else self.cls_attention_layer % self.num_blocks
         if attention_block == 0:
             raise ValueError("OpenCLIPEncoder: CLS attention of the first block is not available")
         indices = sorted({self._block_index} | ({attention_block - 1} if attention_block is not None else set()))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            out = self.visual.forward_intermediates(pixels, indices=indices, output_extra_tokens=True)
-            tokens = {i: (prefix, rearrange(grid, "b d h w -> b h w d"))
-                      for i, prefix, grid in zip(indices, out["image_intermediates_prefix"], out["image_intermediates"], strict=True)}
+            outputs, embedding = self._block_outputs(pixels, indices)
+            tokens = dict(zip(indices, outputs, strict=True))  # block -> its output (B, 1 + h*w, Dv)
             cls_attention = None
-            if attention_block is not None:
-                prefix, grid = tokens[attention_block - 1]  # the input of the attention block
-                cls_attention = self.cls_attention(attention_block, torch.cat([prefix, grid.flatten(1, 2)], dim=1))
-        prefix, patches = tokens[self._block_index]
-        return EncoderOutput(cls=prefix[:, 0], patches=patches, embedding=out["image_features"], cls_attention=cls_attention)
+            if attention_block is not None:  # the output of the block before is the attention block's input
+                cls_attention = self.cls_attention(attention_block, tokens[attention_block - 1])
+        selected = tokens[self._block_index]
+        patches = rearrange(selected[:, 1:], "b (h w) d -> b h w d", h=self.grid_of(pixels)[0])
+        return EncoderOutput(cls=selected[:, 0], patches=patches, embedding=embedding, cls_attention=cls_attention)
+
+    def _block_outputs(self, pixels: Tensor, indices: list[int]) -> tuple[list[Tensor], Tensor]:
+        """(B, 3, H, W) -> the outputs (B, T, C) of blocks ``indices`` and the image embedding (B, De)."""
+        if self.grid_of(pixels) == tuple(self.visual.grid_size):
+            # the checkpoint's grid: open_clip's own forward, whatever pooling the model was built with
+            out = self.visual.forward_intermediates(pixels, indices=indices, output_fmt="NLC", output_extra_tokens=True)
+            pairs = zip(out["image_intermediates_prefix"], out["image_intermediates"], strict=True)
+            return [torch.cat(pair, dim=1) for pair in pairs], out["image_features"]
+        if self.visual.attn_pool is not None or self.visual.pool_type != "tok":
+            raise NotImplementedError(
+                f"OpenCLIPEncoder: inputs of another size than {self.image_size} px need class-token pooling; "
+                f"this model has pool_type={self.visual.pool_type!r}, attn_pool={self.visual.attn_pool is not None}"
+            )
+        # open_clip's embedding cannot take another grid; ours can, and its transformer takes embedded tokens
+        final, outputs = self.visual.transformer.forward_intermediates(self.embeds(pixels), indices=indices)
+        return outputs, self.project_pooled(final[:, 0])

@@ -12,6 +12,9 @@ Two forms, equal up to floating point:
   For a fixed image, ds/dA = (ds/dcontext) V^T and ds/dcontext is linear in the embedding: a VJP of the
   fixed map context -> z. Its closure is built once per image and layer and applied to every mask's
   embedding with ``vmap`` each step; no image copies, no second encoder pass.
+
+Both take images of any size (also H != W); the encoder resamples its positional embedding (antialiased bicubic,
+as the official code) and the maps are computed on the input's grid before being resized to the masks.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def soft_dice_loss(maps: Tensor, masks: Tensor, smooth: float = 1.0) -> Tensor:
 
 
 def _resize(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """(..., S, S) -> (..., H, W) bilinear."""
+    """(..., h, w) -> (..., H, W) bilinear."""
     lead = maps.shape[:-2]
     return F.interpolate(maps.reshape(-1, 1, *maps.shape[-2:]), size=size, mode="bilinear").reshape(*lead, *size)
 
@@ -61,9 +64,10 @@ def _cosine_pull(image_embedding: Tensor, normalised: Tensor) -> Tensor:
 def mask_inversion_direct(
     encoder: VisionEncoder, image: Tensor, masks: Tensor, settings: MaskInversionSettings | None = None
 ) -> tuple[Tensor, Tensor]:
-    """The published form. image (1, 3, S, S); masks (K, H, W) in [0, 1] -> embeddings (K, De), maps (K, H, W)."""
+    """The published form. image (1, 3, H, W); masks (K, Hm, Wm) in [0, 1] -> embeddings (K, De), maps (K, Hm, Wm)."""
     settings = settings or MaskInversionSettings()
     count = masks.shape[0]
+    grid = encoder.grid_of(image)
     with torch.enable_grad():
         copies = image.expand(count, -1, -1, -1)  # one image copy per mask
         traces = trace_last_blocks(encoder, copies, settings.num_layers)
@@ -72,7 +76,7 @@ def mask_inversion_direct(
         optimizer = torch.optim.AdamW([embedding], lr=settings.lr, weight_decay=settings.weight_decay)
         for _ in range(settings.iterations):
             normalised = F.normalize(embedding, dim=-1)
-            maps = _resize(legrad_from_traces(encoder, traces, normalised, create_graph=True), masks.shape[-2:])
+            maps = _resize(legrad_from_traces(encoder, traces, normalised, grid, create_graph=True), masks.shape[-2:])
             loss = soft_dice_loss(maps, masks).mean() + settings.alpha * _cosine_pull(image_embedding, normalised).mean()
             optimizer.zero_grad()
             loss.backward(retain_graph=True)
@@ -109,14 +113,14 @@ def _prepare_fast(encoder: VisionEncoder, images: Tensor, num_layers: int) -> tu
     return layers, image_embedding
 
 
-def _fast_maps(encoder: VisionEncoder, layers: list[_FastLayer], normalised: Tensor) -> Tensor:
-    """normalised embeddings (B, K, De) -> maps (B, K, S, S)."""
+def _fast_maps(encoder: VisionEncoder, layers: list[_FastLayer], normalised: Tensor, grid: tuple[int, int]) -> Tensor:
+    """normalised embeddings (B, K, De), images on an (h, w) grid -> maps (B, K, h*p, w*p)."""
     relevances = []
     for layer in layers:
         grad_context = torch.func.vmap(lambda e, f=layer.context_vjp: f(e)[0], in_dims=1, out_dims=1)(normalised)
         grad_attention = grad_context @ layer.values[:, None].transpose(-1, -2)  # (B, K, H, T, T)
         relevances.append(relevance_from_attention_grad(grad_attention))
-    return combine_layer_maps(relevances, encoder.grid_size, encoder.patch_size)
+    return combine_layer_maps(relevances, grid, encoder.patch_size)
 
 
 def mask_inversion_fast(
@@ -126,8 +130,8 @@ def mask_inversion_fast(
     valid: Tensor | None = None,
     settings: MaskInversionSettings | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """All masks of all images together. images (B, 3, S, S); masks (B, K, H, W) in [0, 1]; valid (B, K)
-    -> embeddings (B, K, De), maps (B, K, H, W). Invalid (padding) masks are not optimised towards anything.
+    """All masks of all images together. images (B, 3, H, W); masks (B, K, Hm, Wm) in [0, 1]; valid (B, K)
+    -> embeddings (B, K, De), maps (B, K, Hm, Wm). Invalid (padding) masks are not optimised towards anything.
 
     The loss is the sum over images of each image's mean over its masks, so every mask's update equals the
     published form's for that image alone.
@@ -135,6 +139,7 @@ def mask_inversion_fast(
     settings = settings or MaskInversionSettings()
     valid = torch.ones(masks.shape[:2], dtype=torch.bool, device=masks.device) if valid is None else valid
     weight = valid.float() / valid.sum(1, keepdim=True).clamp(min=1)  # (B, K): 1 / K_b on valid masks
+    grid = encoder.grid_of(images)
     with torch.enable_grad():
         layers, image_embedding = _prepare_fast(encoder, images, settings.num_layers)
         image_embedding = image_embedding[:, None].expand(-1, masks.shape[1], -1)  # (B, K, De)
@@ -142,7 +147,7 @@ def mask_inversion_fast(
         optimizer = torch.optim.AdamW([embedding], lr=settings.lr, weight_decay=settings.weight_decay)
         for _ in range(settings.iterations):
             normalised = F.normalize(embedding, dim=-1)
-            maps = _resize(_fast_maps(encoder, layers, normalised), masks.shape[-2:])
+            maps = _resize(_fast_maps(encoder, layers, normalised, grid), masks.shape[-2:])
             per_mask = soft_dice_loss(maps, masks) + settings.alpha * _cosine_pull(image_embedding, normalised)
             loss = (per_mask * weight).sum()
             optimizer.zero_grad()
