@@ -1,13 +1,21 @@
-"""Conversation -> token ids and labels, with the image placeholder and the sequence-length guard."""
+"""Conversation -> token ids and labels, with the image placeholder and the sequence-length guard.
+
+The template's segments are joined into the whole prompt and tokenised in one go, split only at ``<image>``
+as LLaVA's ``tokenizer_image_token`` does (haotian-liu/LLaVA ``llava/mm_utils.py``): each text chunk is a
+fresh tokenizer call, so text after a placeholder starts a new text (a SentencePiece tokenizer gives it a
+prefix space) and text after ``</s>`` does not. A token is a target when its first character lies in a target
+segment; on LLaVA's ``vicuna_v1`` and ``plain`` prompts this gives the labels of ``preprocess_v1`` and
+``preprocess_plain`` (tests/llm/test_llava_parity.py), without their length arithmetic.
+"""
 
 from __future__ import annotations
 
-import functools
+import bisect
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from tokencompose.llm.templates import IMAGE_PLACEHOLDER, ChatTemplate
+from tokencompose.llm.templates import IMAGE_PLACEHOLDER, ChatTemplate, Segment
 
 IMAGE_TOKEN_ID = -200  # LLaVA's sentinel; never an embedding row — fusion replaces it with visual tokens
 IGNORE_INDEX = -100
@@ -23,12 +31,33 @@ class EncodedConversation:
     labels: list[int]
 
 
+def target_spans(segments: list[Segment]) -> tuple[str, list[tuple[int, int]]]:
+    """Segments -> (the whole text, the [start, end) character spans of its target segments)."""
+    spans: list[tuple[int, int]] = []
+    position = 0
+    for segment in segments:
+        end = position + len(segment.text)
+        if segment.is_target and end > position:
+            if spans and spans[-1][1] == position:
+                spans[-1] = (spans[-1][0], end)  # adjacent targets are one span
+            else:
+                spans.append((position, end))
+        position = end
+    return "".join(s.text for s in segments), spans
+
+
+def _in_spans(position: int, spans: list[tuple[int, int]]) -> bool:
+    i = bisect.bisect_right(spans, (position, float("inf"))) - 1
+    return i >= 0 and spans[i][0] <= position < spans[i][1]
+
+
 @dataclass
 class ConversationEncoder:
     """Tokenises conversations for a model: one ``IMAGE_TOKEN_ID`` per image, labels -100 off target.
 
     ``visual_tokens_per_image`` is how many positions each placeholder expands to inside the model; the guard
-    keeps the expanded length within ``max_length`` by cutting text from the end, never visual tokens.
+    keeps the expanded length within ``max_length`` by cutting text from the end, never visual tokens (LLaVA's
+    ``tokenizer_model_max_length`` cut of the expanded sequence, refusing a cut through an image).
     """
 
     text_tokenizer: PreTrainedTokenizerBase
@@ -36,41 +65,9 @@ class ConversationEncoder:
     max_length: int
     visual_tokens_per_image: int
 
-    def __post_init__(self) -> None:
-        # The same segments recur in every sample (the system prompt above all): tokenise each text once.
-        self._tokenize = functools.lru_cache(maxsize=4096)(self._tokenize_uncached)
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        del state["_tokenize"]  # a per-instance cache: rebuilt after unpickling (spawned loader workers)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.__post_init__()
-
-    def _tokenize_uncached(self, text: str) -> tuple[int, ...]:
-        ids: list[int] = []
-        for i, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
-            if i > 0:
-                ids.append(IMAGE_TOKEN_ID)
-            if piece:
-                ids.extend(self.text_tokenizer(piece, add_special_tokens=False).input_ids)
-        return tuple(ids)
-
     def encode(self, conversation: list[dict[str, str]], add_generation_prompt: bool = False) -> EncodedConversation:
         """Conversation -> ids and labels; with ``add_generation_prompt`` the last answer is left out."""
-        input_ids: list[int] = []
-        labels: list[int] = []
-        bos = self.text_tokenizer.bos_token_id
-        if self.template.add_bos and bos is not None:
-            input_ids.append(bos)
-            labels.append(IGNORE_INDEX)
-        for segment in self.template.segments(conversation, self.text_tokenizer, add_generation_prompt):
-            ids = self._tokenize(segment.text)
-            input_ids += ids
-            labels += [i if segment.is_target and i != IMAGE_TOKEN_ID else IGNORE_INDEX for i in ids]
-        return self._fit(EncodedConversation(input_ids, labels))
+        return self._fit(self._encode(conversation, add_generation_prompt))
 
     def encode_with_prompt(self, conversation: list[dict[str, str]]) -> tuple[EncodedConversation, EncodedConversation]:
         """(training ids and labels, generation prompt) from one tokenisation.
@@ -78,18 +75,81 @@ class ConversationEncoder:
         The prompt is everything before the last answer, which is what ``add_generation_prompt`` renders for a
         conversation that ends with an answer (tested for every template).
         """
-        full = self.encode(conversation)
+        full = self._encode(conversation)
         if conversation[-1].get("from") != "gpt":
-            return full, full
+            fitted = self._fit(full)
+            return fitted, fitted
         last_answer = len(full.labels)
         while last_answer > 0 and full.labels[last_answer - 1] != IGNORE_INDEX:
             last_answer -= 1
         prompt = full.input_ids[:last_answer]
-        return full, EncodedConversation(prompt, [IGNORE_INDEX] * len(prompt))
+        return self._fit(full), self._fit(EncodedConversation(prompt, [IGNORE_INDEX] * len(prompt)))
 
     def expanded_length(self, input_ids: list[int]) -> int:
         images = input_ids.count(IMAGE_TOKEN_ID)
         return len(input_ids) + images * (self.visual_tokens_per_image - 1)
+
+    def _encode(self, conversation: list[dict[str, str]], add_generation_prompt: bool = False) -> EncodedConversation:
+        segments = self.template.segments(conversation, self.text_tokenizer, add_generation_prompt)
+        text, spans = target_spans(segments)
+        ids, starts = self._tokenize(text, sorted({p for span in spans for p in span}))
+        input_ids: list[int] = []
+        labels: list[int] = []
+        bos = self.text_tokenizer.bos_token_id
+        if self.template.add_bos and bos is not None:
+            input_ids.append(bos)
+            labels.append(IGNORE_INDEX)
+        input_ids += ids
+        labels += [i if i != IMAGE_TOKEN_ID and _in_spans(s, spans) else IGNORE_INDEX for i, s in zip(ids, starts, strict=True)]
+        return EncodedConversation(input_ids, labels)
+
+    def _tokenize(self, text: str, boundaries: list[int]) -> tuple[list[int], list[int]]:
+        """Text -> (ids with ``IMAGE_TOKEN_ID`` per placeholder, each token's first character in ``text``).
+
+        ``boundaries`` are the target spans' ends; tokenizers without offsets (Python ones) need them.
+        """
+        chunks = text.split(IMAGE_PLACEHOLDER)
+        origins = [0]
+        for chunk in chunks[:-1]:
+            origins.append(origins[-1] + len(chunk) + len(IMAGE_PLACEHOLDER))
+        if self.text_tokenizer.is_fast:
+            encoded = self.text_tokenizer(chunks, add_special_tokens=False, return_offsets_mapping=True)
+            per_chunk = [
+                (chunk_ids, [origin + start for start, _ in offsets])
+                for chunk_ids, offsets, origin in zip(encoded.input_ids, encoded.offset_mapping, origins, strict=True)
+            ]
+        else:
+            per_chunk = [
+                self._tokenize_by_prefixes(chunk, origin, boundaries)
+                for chunk, origin in zip(chunks, origins, strict=True)
+            ]
+        ids: list[int] = []
+        starts: list[int] = []
+        for i, (chunk_ids, chunk_starts) in enumerate(per_chunk):
+            if i > 0:
+                ids.append(IMAGE_TOKEN_ID)
+                starts.append(origins[i] - len(IMAGE_PLACEHOLDER))
+            ids += chunk_ids
+            starts += chunk_starts
+        return ids, starts
+
+    def _tokenize_by_prefixes(self, chunk: str, origin: int, boundaries: list[int]) -> tuple[list[int], list[int]]:
+        """One chunk without offsets: the tokens of the text before each boundary must begin the chunk's tokens;
+        each token is placed at the last boundary whose prefix it follows."""
+        ids = self.text_tokenizer(chunk, add_special_tokens=False).input_ids if chunk else []
+        starts = [origin] * len(ids)
+        for boundary in boundaries:
+            if not origin < boundary < origin + len(chunk):
+                continue
+            head = self.text_tokenizer(chunk[: boundary - origin], add_special_tokens=False).input_ids
+            if ids[: len(head)] != head:
+                raise ValueError(
+                    f"{type(self.template).__name__}: the text before character {boundary} does not tokenise to a "
+                    f"prefix of the whole chunk's tokens, so the label boundary there is ambiguous: "
+                    f"{chunk[max(0, boundary - origin - 20) : boundary - origin + 20]!r}"
+                )
+            starts[len(head) :] = [boundary] * (len(ids) - len(head))
+        return ids, starts
 
     def _fit(self, encoded: EncodedConversation) -> EncodedConversation:
         overflow = self.expanded_length(encoded.input_ids) - self.max_length

@@ -1,8 +1,8 @@
 """Chat templates: a conversation becomes text segments, each marked as a training target or not.
 
 A conversation is LLaVA's format: ``[{"from": "human" | "gpt", "value": str}, ...]`` with ``<image>`` in the
-text where the image goes. Segments are tokenised one by one (see ``conversation.py``), so label masks never
-depend on re-tokenising a joined string — the source of LLaVA's "tokenization mismatch" failures.
+text where the image goes. The segments joined are the whole prompt; ``conversation.py`` tokenises it in one go
+(as LLaVA does) and a token is a target when its first character lies in a target segment.
 """
 
 from __future__ import annotations
@@ -41,6 +41,20 @@ def check_conversation(conversation: list[dict[str, str]]) -> None:
             raise ValueError(f"conversation turn {i}: 'value' must be a string")
 
 
+def images_first(text: str) -> str:
+    """A turn's ``<image>`` placeholders moved to its start, then a newline: LLaVA's ``preprocess_multimodal``.
+
+    Port of haotian-liu/LLaVA ``llava/train/train.py`` ``preprocess_multimodal``: text without the placeholder,
+    stripped, after ``<image>\\n``, stripped again. LLaVA keeps one placeholder; here each one stays, so a turn of
+    several images (video frames) keeps its count.
+    """
+    count = text.count(IMAGE_PLACEHOLDER)
+    if count == 0:
+        return text
+    rest = text.replace(IMAGE_PLACEHOLDER, "").strip()
+    return (IMAGE_PLACEHOLDER * count + "\n" + rest).strip()
+
+
 class ChatTemplate(ABC):
     """Renders a conversation as segments. With ``add_generation_prompt`` the final gpt turn is left out and the
     prompt ends where the model starts answering."""
@@ -75,7 +89,14 @@ class PlainTemplate(ChatTemplate):
 
 
 class VicunaV1Template(ChatTemplate):
-    """LLaVA's ``vicuna_v1``: ``SYSTEM USER: q ASSISTANT: a</s>USER: ...``; answers (with ``</s>``) are targets."""
+    """LLaVA's ``vicuna_v1``: ``SYSTEM USER: q ASSISTANT: a</s>USER: ...``; answers (with ``</s>``) are targets.
+
+    Args:
+        system: the system prompt (LLaVA's ``conv_vicuna_v1.system`` by default).
+        eos: the separator after each answer (``sep2``); a special token of the text tokenizer.
+        image_first: move each turn's ``<image>`` to its start as LLaVA's training data loader does
+            (``images_first``); ``False`` keeps placeholders where the text has them.
+    """
 
     def __init__(
         self,
@@ -84,9 +105,11 @@ class VicunaV1Template(ChatTemplate):
             "The assistant gives helpful, detailed, and polite answers to the user's questions."
         ),
         eos: str = "</s>",
+        image_first: bool = True,
     ) -> None:
         self.system = system
         self.eos = eos
+        self.image_first = image_first
 
     def segments(
         self,
@@ -96,6 +119,8 @@ class VicunaV1Template(ChatTemplate):
     ) -> list[Segment]:
         check_conversation(conversation)
         turns = prompt_turns(conversation, add_generation_prompt)
+        if self.image_first:
+            turns = [{**turn, "value": images_first(turn["value"])} for turn in turns]
         out: list[Segment] = []
         prefix = self.system + " "
         for i in range(0, len(turns), 2):
