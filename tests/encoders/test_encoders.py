@@ -29,6 +29,24 @@ def test_hf_encoder_trainable_and_without_projection():
     assert any(p.grad is not None for p in encoder.parameters())
 
 
+def test_hf_encoder_concatenates_selected_layers():
+    """A list of layers: their hidden states concatenated along the width, in list order, as transformers 5.23
+    ``models/llava/modeling_llava.py`` (``get_image_features``) does for a list ``vision_feature_layer``."""
+    encoder = HFCLIPEncoder(config=TINY_HF_CLIP, select_layer=[-1, 0])
+    pixels = torch.randn(2, 3, 64, 64)
+    out = encoder(pixels)
+    hidden = encoder.model(pixel_values=pixels, output_hidden_states=True).hidden_states
+    expected = torch.cat([hidden[-1], hidden[0]], dim=-1)  # (B, 1 + h*w, 2 * 64)
+    assert encoder.hidden_size == 128 and out.patches.shape == (2, 8, 8, 128)
+    assert_close(out.patches.flatten(1, 2), expected[:, 1:])
+    assert_close(out.cls, expected[:, 0])
+    with pytest.raises(ValueError, match="several layers"):
+        encoder.projection_matrix()
+    for bad in (3, [], [-2, -4]):  # 2 blocks: hidden states -3..2
+        with pytest.raises(ValueError, match=r"select_layer=.*\[-3, 2\]"):
+            HFCLIPEncoder(config=TINY_HF_CLIP, select_layer=bad)
+
+
 def test_hf_encoder_loads_saved_checkpoint(tmp_path, hf_encoder):
     hf_encoder.model.save_pretrained(tmp_path)
     loaded = HFCLIPEncoder(name_or_path=str(tmp_path))

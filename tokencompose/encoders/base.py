@@ -44,7 +44,7 @@ class VisionEncoder(L.LightningModule):
     image_mean: tuple[float, float, float]
     image_std: tuple[float, float, float]
 
-    def __init__(self, *, select_layer: int, freeze: bool) -> None:
+    def __init__(self, *, select_layer: int | list[int], freeze: bool) -> None:
         super().__init__()
         self.select_layer = select_layer
         self.freeze = freeze

@@ -24,7 +24,9 @@ class HFCLIPEncoder(VisionEncoder):
         with_projection: use ``CLIPVisionModelWithProjection`` so ``embedding`` is the projected CLIP image
             embedding; otherwise ``embedding`` is the post-layernorm CLS (as in LLaVA's vision tower).
         select_layer: index into the hidden states (embeddings + every block) for CLS and patches;
-            LLaVA uses -2, the second-to-last block's output.
+            LLaVA uses -2, the second-to-last block's output. A list of indices concatenates those hidden
+            states along the width, in list order (Hugging Face LLaVA's list ``vision_feature_layer``); then
+            ``hidden_size`` (the width of CLS and patches) is the tower's width times the number of layers.
         freeze: no gradients, always in eval mode.
 
     Any input size works, also non-square: positions are resampled with antialiased bicubic as the official
@@ -37,7 +39,7 @@ class HFCLIPEncoder(VisionEncoder):
         name_or_path: str | None = None,
         config: dict[str, Any] | None = None,
         with_projection: bool = True,
-        select_layer: int = -2,
+        select_layer: int | list[int] = -2,
         freeze: bool = True,
     ) -> None:
         super().__init__(select_layer=select_layer, freeze=freeze)
@@ -49,8 +51,9 @@ class HFCLIPEncoder(VisionEncoder):
         else:
             self.model = model_cls(CLIPVisionConfig(**config))
         cfg: CLIPVisionConfig = self.model.config
+        self.feature_layers = _feature_layers(select_layer, cfg.num_hidden_layers)
         self.with_projection = with_projection
-        self.hidden_size = cfg.hidden_size
+        self.hidden_size = cfg.hidden_size * len(self.feature_layers)
         self.embed_dim = cfg.projection_dim if with_projection else cfg.hidden_size
         self.image_size = cfg.image_size
         self.patch_size = cfg.patch_size
@@ -67,7 +70,8 @@ class HFCLIPEncoder(VisionEncoder):
         """(B, 3, H, W) -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De))."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             out = self._run(pixels)
-        hidden = out.hidden_states[self.select_layer]  # (B, 1 + h*w, Dv)
+        states = [out.hidden_states[layer] for layer in self.feature_layers]  # each (B, 1 + h*w, C)
+        hidden = states[0] if len(states) == 1 else torch.cat(states, dim=-1)  # (B, 1 + h*w, Dv), Dv = C * layers
         embedding = out.image_embeds if self.with_projection else out.pooler_output
         patches = rearrange(hidden[:, 1:], "b (h w) d -> b h w d", h=self.grid_of(pixels)[0])
         cls_attention = None
@@ -139,6 +143,24 @@ class HFCLIPEncoder(VisionEncoder):
         return self.model.visual_projection(pooled) if self.with_projection else pooled
 
     def projection_matrix(self) -> Tensor:
+        if len(self.feature_layers) > 1:
+            raise ValueError(
+                f"HFCLIPEncoder: select_layer={list(self.feature_layers)} concatenates several layers; the final "
+                "projection maps one layer's tokens, so there is no (Dv, De) projection matrix"
+            )
         if not self.with_projection:
             return torch.eye(self.hidden_size, device=self.device)
         return self.model.visual_projection.weight.T  # nn.Linear stores (De, Dv)
+
+
+def _feature_layers(select_layer: int | list[int], num_blocks: int) -> tuple[int, ...]:
+    """``select_layer`` as a non-empty tuple of valid hidden-state indices (embeddings + ``num_blocks`` blocks)."""
+    layers = (select_layer,) if isinstance(select_layer, int) else tuple(select_layer)
+    count = num_blocks + 1
+    bad = [layer for layer in layers if not isinstance(layer, int) or not -count <= layer < count]
+    if not layers or bad:
+        raise ValueError(
+            f"HFCLIPEncoder: select_layer={select_layer!r}; give an index, or a non-empty list of indices, in "
+            f"[-{count}, {count - 1}] (the embeddings and {num_blocks} blocks)"
+        )
+    return layers

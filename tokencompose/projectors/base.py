@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import lightning as L
+import torch
 from torch import Tensor, nn
 
 
@@ -21,12 +23,31 @@ class Projector(L.LightningModule):
 ProjectorFactory = Callable[[int, int], Projector]
 
 
-class LinearProjector(Projector):
-    """One linear layer."""
+class QuickGELU(nn.Module):
+    """CLIP's sigmoid approximation of GELU, ``x * sigmoid(1.702 x)`` (openai/CLIP ``clip/model.py``)."""
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    def forward(self, x: Tensor) -> Tensor:
+        """(...) -> (...)."""
+        return x * torch.sigmoid(1.702 * x)
+
+
+# The activations between MLP layers, named as Hugging Face's ``ACT2FN`` names them (``projector_hidden_act``).
+Activation = Literal["gelu", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu"]
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "gelu": nn.GELU,  # exact (erf) GELU, LLaVA-1.5's mlp2x_gelu
+    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
+    "quick_gelu": QuickGELU,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+}
+
+
+class LinearProjector(Projector):
+    """One linear layer (``bias=False`` for a projector without bias)."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True) -> None:
         super().__init__(in_dim, out_dim)
-        self.linear = nn.Linear(in_dim, out_dim)
+        self.linear = nn.Linear(in_dim, out_dim, bias=bias)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """(..., in_dim) -> (..., out_dim)."""
@@ -34,15 +55,27 @@ class LinearProjector(Projector):
 
 
 class MLPProjector(Projector):
-    """``depth`` linear layers with GELU between them; depth 2 is LLaVA-1.5's ``mlp2x_gelu``."""
+    """``depth`` linear layers with ``activation`` between them; depth 2 with GELU is LLaVA-1.5's ``mlp2x_gelu``.
 
-    def __init__(self, in_dim: int, out_dim: int, depth: int = 2) -> None:
+    Args:
+        depth: number of linear layers (>= 1).
+        bias: whether the linear layers have a bias (Hugging Face LLaVA's ``multimodal_projector_bias``).
+        activation: the nonlinearity between layers, by its Hugging Face name (``projector_hidden_act``).
+    """
+
+    def __init__(
+        self, in_dim: int, out_dim: int, depth: int = 2, bias: bool = True, activation: Activation = "gelu"
+    ) -> None:
         super().__init__(in_dim, out_dim)
         if depth < 1:
             raise ValueError(f"MLPProjector: depth={depth}; must be >= 1")
-        layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"MLPProjector: activation={activation!r}; allowed: {sorted(ACTIVATIONS)}")
+        self.bias = bias
+        self.activation = activation
+        layers: list[nn.Module] = [nn.Linear(in_dim, out_dim, bias=bias)]
         for _ in range(depth - 1):
-            layers += [nn.GELU(), nn.Linear(out_dim, out_dim)]
+            layers += [ACTIVATIONS[activation](), nn.Linear(out_dim, out_dim, bias=bias)]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, tokens: Tensor) -> Tensor:
