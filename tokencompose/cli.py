@@ -136,10 +136,10 @@ def eval_command(argv: list[str]) -> None:
     for name, shards in _benchmark_specs(args.benchmark):
         result = evaluate(model, name, shards, args.out, args.batch_size, trainer=trainer)
         summary[name] = {"scores": result.scores, "samples": result.samples, "visual_tokens": result.mean_visual_tokens,
-                         "cost": result.cost.columns() if result.cost else None}
+                         "cost": result.cost.columns() if result.cost else None, "data": result.report}
         print(f"{name}: {result.samples} samples, {result.mean_visual_tokens:.1f} visual tokens, {result.scores}")
-    if trainer is None or trainer.is_global_zero:
-        (Path(args.out) / "scores.json").write_text(json.dumps(summary, indent=1))
+        if trainer is None or trainer.is_global_zero:  # after each benchmark: a later failure keeps these
+            (Path(args.out) / "scores.json").write_text(json.dumps(summary, indent=1))
     if trainer is not None and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

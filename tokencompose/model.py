@@ -350,10 +350,11 @@ class VLM(L.LightningModule):
     @torch.no_grad()
     def answer(self, prompt: FusedInputs, max_new_tokens: int | None = None, use_cache: bool = True,
                profiler: StageProfiler | None = None) -> list[str]:
-        """Greedy answers to an already fused, left-padded prompt."""
+        """Greedy answers to an already fused, left-padded prompt, stripped once here (as LLaVA's model_vqa*.py
+        do) and never again by a scorer: MME's official rule reads the answer as given."""
         stepper = self.llm_pruner.stepper(self.llm, prompt, use_cache) if self.llm_pruner is not None else None
         ids = greedy_generate(self.llm, prompt, max_new_tokens or self.max_new_tokens, use_cache, profiler, stepper)
-        return self.llm.text_tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return [text.strip() for text in self.llm.text_tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     # ------------------------------------------------------------------ optimisation
     def parameter_groups(self) -> list[dict[str, Any]]:

@@ -39,8 +39,8 @@ def test_vqav2_with_annotations_and_export(tmp_path):
     raw = next(iterate_shard(str(next((tmp_path / "out").glob("*.tar")))))
     assert raw["jpg"] == (images / "COCO_val2014_000000000042.jpg").read_bytes()
     spec = get_benchmark("vqav2")
-    metric = spec.metric()
-    spec.update(metric, ["two"], [record])
+    metric = spec.scorer.metric()
+    spec.scorer.update(metric, ["two"], [record])
     assert metric.compute().item() == pytest.approx(100.0)
     exported = json.loads(spec.export(tmp_path, ["2"], [record]).read_text())
     assert exported == [{"question_id": 7, "answer": "2"}]
@@ -61,13 +61,13 @@ def test_textvqa_vizwiz_gqa(tmp_path):
     (vizwiz,) = records_of(tmp_path / "vizwiz")
     assert "respond with 'Unanswerable'" in vizwiz["conversations"][0]["value"]
     spec = get_benchmark("vizwiz")
-    metric = spec.metric()
-    spec.update(metric, ["Unanswerable"], [vizwiz])
+    metric = spec.scorer.metric()
+    spec.scorer.update(metric, ["Unanswerable"], [vizwiz])
     assert metric.compute().item() == pytest.approx(100.0)
     assert json.loads(spec.export(tmp_path, ["unanswerable"], [vizwiz]).read_text())[0]["image"] == "VizWiz_val_00000001.jpg"
     (gqa,) = records_of(tmp_path / "gqa")
-    metric = get_benchmark("gqa").metric()
-    get_benchmark("gqa").update(metric, ["No."], [gqa])
+    metric = get_benchmark("gqa").scorer.metric()
+    get_benchmark("gqa").scorer.update(metric, ["No."], [gqa])
     assert metric.compute().item() == pytest.approx(100.0)
 
 
@@ -82,8 +82,8 @@ def test_pope_jsonl(tmp_path):
     records = records_of(tmp_path / "out")
     assert {r["meta"]["category"] for r in records} == {"adversarial"}
     spec = get_benchmark("pope")
-    metric = spec.metric()
-    spec.update(metric, ["Yes, there is.", "No"], records)
+    metric = spec.scorer.metric()
+    spec.scorer.update(metric, ["Yes, there is.", "No"], records)
     assert metric.compute()["accuracy"].item() == pytest.approx(100.0)
 
 
@@ -101,10 +101,10 @@ def test_mme_both_folder_layouts(tmp_path):
     records = records_of(tmp_path / "out")
     assert {r["meta"]["subtask"] for r in records} == {"artwork", "color"}
     spec = get_benchmark("mme")
-    metric = spec.metric()
+    metric = spec.scorer.metric()
     by_id = {r["id"]: r for r in records}
     order = ["artwork-1-0", "artwork-1-1", "color-5-0", "color-5-1"]
-    spec.update(metric, ["Yes", "No", "No", "No"], [by_id[i] for i in order])
+    spec.scorer.update(metric, ["Yes", "No", "No", "No"], [by_id[i] for i in order])
     scores = metric.compute()
     assert scores["artwork"] == pytest.approx(200.0) and scores["color"] == pytest.approx(50.0 + 0.0)
     assert scores["perception"] == pytest.approx(250.0)
@@ -137,8 +137,8 @@ def test_mmbench_tsv_is_asked_in_every_rotation(tmp_path):
     # "dog" is B, then A (rotation 1: dog, owl, cat), then C (rotation 2: owl, cat, dog)
     assert [r["references"] for r in records] == ["B", "A", "C"]
     spec = get_benchmark("mmbench")
-    metric = spec.metric()
-    spec.update(metric, ["B", "A", "A"], records)
+    metric = spec.scorer.metric()
+    spec.scorer.update(metric, ["B", "A", "A"], records)
     assert metric.compute().item() == 0.0  # one rotation wrong: the question is wrong
 
 
@@ -150,10 +150,10 @@ def test_mmvet_export_only(tmp_path):
     assert convert_benchmark("mmvet", str(tmp_path / "mm-vet.json"), str(tmp_path / "out"), str(tmp_path / "images")) == 1
     (record,) = records_of(tmp_path / "out")
     spec = get_benchmark("mmvet")
-    assert spec.metric is None and json.loads(spec.export(tmp_path, ["a cat"], [record]).read_text()) == {"v1_0": "a cat"}
+    assert spec.scorer is None and json.loads(spec.export(tmp_path, ["a cat"], [record]).read_text()) == {"v1_0": "a cat"}
 
 
 def test_unknown_benchmark_is_named():
     with pytest.raises(ValueError, match="unknown benchmark 'vqa3'"):
         get_benchmark("vqa3")
-    assert len(BENCHMARKS) == 10
+    assert len(BENCHMARKS) == 11

@@ -1,15 +1,20 @@
 import pytest
 import torch
 
+from tokencompose.eval.benchmarks import get_benchmark
 from tokencompose.eval.metrics import (
     CircularAccuracy,
-    ExactMatch,
     MMEScore,
     OptionAccuracy,
     POPEMetrics,
     VQAAccuracy,
 )
-from tokencompose.eval.normalize import normalize_vqa_answer, process_punctuation, vqa_accuracy
+from tokencompose.eval.normalize import (
+    normalize_vqa_answer,
+    process_punctuation,
+    vqa_accuracy,
+    vqa_accuracy_2016,
+)
 from tokencompose.eval.parsing import parse_option_letter, parse_yes_no_mme, parse_yes_no_pope
 
 
@@ -44,11 +49,13 @@ def test_vqa_accuracy_leave_one_out():
     assert vqa_accuracy("unanswerable", ["unanswerable"] * 10) == 1.0  # VizWiz
 
 
-def test_vqa_references_are_only_punctuation_processed_when_they_disagree():
-    # References agreeing exactly are compared as they are: "the dog" never matches the normalised "dog".
-    assert vqa_accuracy("the dog", ["the dog"] * 10) == 0.0
+def test_vqa_2016_references_are_only_punctuation_processed_when_they_disagree():
+    # 2016 vqaEval.py: references agreeing exactly are compared as they are: "the dog" never matches "dog".
+    assert vqa_accuracy_2016("the dog", ["the dog"] * 10) == 0.0
     # disagreeing references are punctuation-processed: "dog!" becomes "dog " (as upstream) and stops matching
-    assert vqa_accuracy("dog", ["dog"] * 2 + ["dog!"] * 8) == pytest.approx((2 * (1 / 3) + 8 * (2 / 3)) / 10)
+    assert vqa_accuracy_2016("dog", ["dog"] * 2 + ["dog!"] * 8) == pytest.approx((2 * (1 / 3) + 8 * (2 / 3)) / 10)
+    # 2021: agreeing references are compared exactly with the (cleaned) prediction; disagreeing ones normalised
+    assert vqa_accuracy("the dog", ["the dog"] * 10) == 1.0 and vqa_accuracy("dog", ["dog"] * 2 + ["dog!"] * 8) == 1.0
 
 
 def test_vqa_metric_and_distributed_style_merge():
@@ -60,7 +67,7 @@ def test_vqa_metric_and_distributed_style_merge():
 
 
 def test_exact_match_gqa():
-    metric = ExactMatch()
+    metric = get_benchmark("gqa").scorer.metric()
     metric.update(["Yes.", "the table", "Left"], ["yes", "table", "left"])
     assert metric.compute().item() == pytest.approx(200 / 3)
 

@@ -62,3 +62,6 @@ def test_eval_command(checkpoint, synthetic_root, tmp_path):
           f"shapes={synthetic_root}/val-000000.tar", "--out", str(tmp_path), "--", *small_data(synthetic_root)])
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["shapes"]["samples"] == 32 and "score" in scores["shapes"]["scores"]
+    report = scores["shapes"]["data"]  # what was scored, by which scorer, and every data problem by reason
+    assert report["scored"] == 32 and report["shards"] == 1 and report["issues"] == {}
+    assert report["scorer"] == "shapes-exact"

@@ -1,4 +1,18 @@
-"""The official VQA answer normalisation (VQA v2 / TextVQA / VizWiz servers, ``vqaEval.py``), reproduced exactly.
+"""The official VQA-family answer normalisations and per-question accuracies, reproduced exactly.
+
+Four official scorers share one table of rules (punctuation, periods, number words, articles, contractions) but
+apply it differently; each has its own function here:
+
+- ``vqa_accuracy``: VQAv2, GT-Vision-Lab/VQA ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` at a013f00
+  (2021, "Fixed processing answers bug"): normalise the prediction *and* every answer, only when the answers
+  are not all identical; otherwise compare exactly (case-sensitive).
+- ``vqa_accuracy_2016``: the same file at c4e6a0e (the version some published numbers use): always normalise
+  the prediction; punctuation-process (only) the answers when they disagree.
+- ``textvqa_accuracy``: LLaVA ``llava/eval/m4c_evaluator.py`` ``TextVQAAccuracyEvaluator``: ``EvalAIAnswerProcessor``
+  on the prediction and on every answer.
+- ``vizwiz_accuracy``: the VizWiz VQA API's ``vqaEval.py`` (Qing Li): normalise the prediction, never the answers.
+
+Every one averages ``min(#matches among the other 9 / 3, 1)`` over the leave-one-out subsets (by position).
 
 Two upstream quirks are kept on purpose, because scores must match the servers': the period pattern's
 ``(?!<=\\d)`` is a lookahead (not the intended lookbehind), and ``periodStrip.sub`` receives ``re.UNICODE`` as
@@ -43,12 +57,15 @@ ARTICLES = {"a", "an", "the"}
 PUNCTUATION = [";", r"/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
 PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
 COMMA_STRIP = re.compile(r"(\d)(\,)(\d)")
+EVALAI_COMMA_STRIP = re.compile(r"(?<=\d)(\,)+(?=\d)")  # m4c_evaluator's variant of COMMA_STRIP
 
 
-def process_punctuation(text: str) -> str:
+def process_punctuation(text: str, comma_strip: re.Pattern[str] = COMMA_STRIP) -> str:
+    """``processPunctuation``: a mark next to a space (or any mark, when a comma sits between digits) is
+    deleted, otherwise replaced by a space; then periods not followed by a digit are removed."""
     out = text
     for p in PUNCTUATION:
-        if (p + " " in text or " " + p in text) or re.search(COMMA_STRIP, text) is not None:
+        if (p + " " in text or " " + p in text) or re.search(comma_strip, text) is not None:
             out = out.replace(p, "")
         else:
             out = out.replace(p, " ")
@@ -56,25 +73,65 @@ def process_punctuation(text: str) -> str:
 
 
 def process_digit_article(text: str) -> str:
+    """``processDigitArticle``: lower case, number words to digits, articles dropped, contractions restored."""
     words = [NUMBER_WORDS.get(w, w) for w in text.lower().split()]
     words = [w for w in words if w not in ARTICLES]
     return " ".join(CONTRACTIONS.get(w, w) for w in words)
 
 
+def clean_whitespace(text: str) -> str:
+    """Newlines and tabs become spaces, then surrounding space goes (every scorer does this first)."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_vqa_answer(text: str) -> str:
-    """A model's answer as the VQA servers normalise it."""
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    return process_digit_article(process_punctuation(text))
+    """A prediction as ``vqaEval.py`` normalises it: whitespace cleaned, punctuation, digits and articles."""
+    return process_digit_article(process_punctuation(clean_whitespace(text)))
+
+
+def evalai_answer(text: str) -> str:
+    """``EvalAIAnswerProcessor.__call__`` (LLaVA ``m4c_evaluator.py``, from MMF): lower case, ',' and '?'
+    deleted, "'s" split off, then whitespace, punctuation, digits and articles as ``vqaEval.py``."""
+    text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+    return process_digit_article(process_punctuation(clean_whitespace(text), EVALAI_COMMA_STRIP))
+
+
+def leave_one_out(prediction: str, answers: list[str]) -> float:
+    """min(#matches among the other answers / 3, 1), averaged over the leave-one-out subsets (by position)."""
+    if not answers:
+        raise ValueError("VQA accuracy needs at least one reference answer; got none")
+    scores = []
+    for i in range(len(answers)):
+        matches = sum(a == prediction for j, a in enumerate(answers) if j != i)
+        scores.append(min(1.0, matches / 3))
+    return sum(scores) / len(scores)
 
 
 def vqa_accuracy(prediction: str, answers: list[str]) -> float:
-    """min(#matches among the other 9 / 3, 1), averaged over the 10 leave-one-out subsets (official)."""
-    predicted = normalize_vqa_answer(prediction)
-    references = [a.replace("\n", " ").replace("\t", " ").strip() for a in answers]
+    """VQAv2 as the current official ``vqaEval.py`` (2021) scores one question."""
+    predicted, references = clean_whitespace(prediction), [clean_whitespace(a) for a in answers]
+    if len(set(references)) > 1:  # annotators disagree: normalise both sides; they agree: exact (OCR-like)
+        references = [process_digit_article(process_punctuation(a)) for a in references]
+        predicted = process_digit_article(process_punctuation(predicted))
+    return leave_one_out(predicted, references)
+
+
+def vqa_accuracy_2016(prediction: str, answers: list[str]) -> float:
+    """VQAv2 as the earlier ``vqaEval.py`` scored one question: the prediction always normalised; the raw
+    answers punctuation-processed (no lower case, digits or articles) only when they are not all identical."""
+    references = list(answers)
     if len(set(references)) > 1:
         references = [process_punctuation(a) for a in references]
-    scores = []
-    for i in range(len(references)):
-        others = references[:i] + references[i + 1 :]
-        scores.append(min(1.0, sum(a == predicted for a in others) / 3))
-    return sum(scores) / len(scores)
+    return leave_one_out(normalize_vqa_answer(prediction), references)
+
+
+def textvqa_accuracy(prediction: str, answers: list[str]) -> float:
+    """TextVQA as LLaVA's ``TextVQAAccuracyEvaluator`` scores one question (it asserts 10 answers)."""
+    if len(answers) != 10:
+        raise ValueError(f"TextVQA accuracy needs exactly 10 reference answers; got {len(answers)}")
+    return leave_one_out(evalai_answer(prediction), [evalai_answer(a) for a in answers])
+
+
+def vizwiz_accuracy(prediction: str, answers: list[str]) -> float:
+    """VizWiz as its API's ``vqaEval.py`` scores one question: the answers are compared as they are."""
+    return leave_one_out(normalize_vqa_answer(prediction), list(answers))

@@ -1,20 +1,33 @@
-"""``evaluate``: one model on one benchmark's shards -> scores, predictions file, server answer file, cost."""
+"""``evaluate``: one model on one benchmark's shards -> predictions file, server answer file, scores, cost.
+
+Order matters: predictions are written as they are made (and the server file right after), before anything
+is scored, so a scoring problem never loses them. Bad data is counted, named and reported (``report``), never
+fatal: a shard given twice is read once, a damaged shard keeps what was read, a record that cannot be scored
+is left out. A benchmark without reference answers (a server split) is exported and not scored.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import torch.distributed as dist
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from tokencompose.data.datamodule import ShardDataModule, _urls
-from tokencompose.data.shards import iterate_shard
-from tokencompose.eval.benchmarks import get_benchmark
+from tokencompose.eval.benchmarks import Benchmark, get_benchmark
 from tokencompose.eval.cost import Cost, measure_cost
+from tokencompose.eval.records import Tally, load_records, unique_shards
+from tokencompose.eval.scorers import NO_REFERENCES, Scorer
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvalResult", "evaluate", "load_records", "score"]
 
 
 @dataclass
@@ -27,11 +40,7 @@ class EvalResult:
     cost: Cost | None
     predictions_file: Path
     export_file: Path | None
-
-
-def load_records(shards: list[str]) -> dict[str, dict[str, Any]]:
-    """Sample key -> its JSON record (references and metadata for scoring), without decoding images."""
-    return {raw["__key__"]: json.loads(raw["json"]) for url in shards for raw in iterate_shard(url)}
+    report: dict[str, Any] = field(default_factory=dict)  # shards, scored count, issues by reason (scores.json)
 
 
 def _flatten(scores: Any, prefix: str = "") -> dict[str, float]:
@@ -41,6 +50,26 @@ def _flatten(scores: Any, prefix: str = "") -> dict[str, float]:
             out.update(_flatten(v, f"{prefix}{k}/" if prefix or len(scores) > 1 else f"{k}/"))
         return {k.rstrip("/"): v for k, v in out.items()}
     return {prefix.rstrip("/") or "score": float(scores)}
+
+
+class PredictionWriter:
+    """``<benchmark>_predictions.jsonl``, one line per sample key (the first prediction of a key wins), flushed
+    after every batch so that what was predicted survives a crash later in the pass."""
+
+    def __init__(self, file: IO[str] | None, references: dict[str, dict[str, Any]]) -> None:
+        self.file, self.references, self.records = file, references, {}
+
+    def add(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            if record["key"] in self.records:
+                continue  # the same sample in two shards: already counted when the references were read
+            self.records[record["key"]] = record
+            if self.file is not None:
+                ref_id = self.references.get(record["key"], {}).get("id", record["key"])
+                self.file.write(json.dumps({"id": ref_id, "key": record["key"], "prediction": record["prediction"],
+                                            "answer": record["answer"]}) + "\n")
+        if self.file is not None:
+            self.file.flush()
 
 
 def _predict_distributed(model, data: ShardDataModule, trainer) -> list[dict[str, Any]]:
@@ -54,51 +83,108 @@ def _predict_distributed(model, data: ShardDataModule, trainer) -> list[dict[str
     return records
 
 
+def _predict_local(model, data: ShardDataModule, writer: PredictionWriter) -> Any:
+    """Answers batch by batch in this process, each batch written at once. Returns the first batch (for cost)."""
+    first_batch = None
+    for index, batch in enumerate(data.predict_dataloader()):
+        batch = move_data_to_device(batch, model.device)
+        first_batch = batch if first_batch is None else first_batch
+        with torch.inference_mode(model.object_annotator is None):  # online MaskInversion needs autograd
+            writer.add(model.predict_step(batch, index))
+    return first_batch
+
+
+def _has(record: dict[str, Any], path: tuple[str, ...]) -> bool:
+    value: Any = record
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return False
+        value = value[key]
+    return True
+
+
+def _export(spec: Benchmark, out: Path, pairs: list[tuple[dict[str, Any], dict[str, Any]]], tally: Tally) -> Path | None:
+    if spec.export is None:
+        return None
+    rows = [(r, ref) for r, ref in pairs if _has(ref, spec.export_needs)]
+    for r, ref in pairs:
+        if not _has(ref, spec.export_needs):
+            tally.add(f"missing field '{'.'.join(spec.export_needs)}' (left out of the server file)", str(ref.get("id", r["key"])))
+    return spec.export(out, [r["prediction"] for r, _ in rows], [ref for _, ref in rows])
+
+
+def score(scorer: Scorer, pairs: list[tuple[dict[str, Any], dict[str, Any]]], tally: Tally) -> tuple[dict[str, float], int]:
+    """The scorer's metrics over (prediction record, shard record) pairs it can score; the others are counted
+    in ``tally`` by reason. Returns (flattened scores, records scored); no scores when none can be scored."""
+    predictions, matched = [], []
+    for record, reference in pairs:
+        issue = scorer.check(reference)
+        if issue is not None:
+            tally.add(issue.reason, str(reference.get("id", record["key"])))
+            if not issue.scored:
+                continue
+        predictions.append(record["prediction"])
+        matched.append(reference)
+    if not matched:
+        return {}, 0
+    metric = scorer.metric()
+    scorer.update(metric, predictions, matched)
+    return _flatten(metric.compute()), len(matched)
+
+
 def evaluate(model, benchmark: str, shards: str | list[str], out: str | Path, batch_size: int = 8,
-             cost_samples: int = 4, trainer: Any = None) -> EvalResult:
-    """Greedy answers for every sample (exact pass), the benchmark's metric, files under ``out``.
+             cost_samples: int = 4, trainer: Any = None, scorer: Scorer | None = None) -> EvalResult:
+    """Greedy answers for every sample (exact pass), the benchmark's official scorer (or ``scorer``), files
+    under ``out``: predictions (written as made), the server answer file, then scores.
 
     With a ``trainer`` (e.g. DDP over several devices or nodes) each rank answers its share of the shards and
     the records are gathered on every rank; rank 0 writes the files. Without one, it runs in this process.
     """
     spec = get_benchmark(benchmark)
-    urls = _urls(shards)
-    out = Path(out)
+    scorer = scorer if scorer is not None else spec.scorer
+    out, tally = Path(out), Tally()
+    urls = unique_shards(_urls(shards), tally)
+    if not urls:
+        raise ValueError(f"evaluate({benchmark!r}): no shards in {shards!r}")
+    references = load_records(urls, tally)
+    is_writer = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    predictions_file = out / f"{benchmark}_predictions.jsonl"
+    if is_writer:
+        out.mkdir(parents=True, exist_ok=True)
     model.max_new_tokens = spec.max_new_tokens
     data = ShardDataModule(predict=urls, batch_size=batch_size)
     data.attach(model)
     model.eval()
-    records, first_batch = [], None
-    if trainer is not None:
-        records = _predict_distributed(model, data, trainer)
-        cost_samples = 0  # per-sample cost is measured in a single process
-    else:
-        for index, batch in enumerate(data.predict_dataloader()):
-            batch = move_data_to_device(batch, model.device)
-            first_batch = batch if first_batch is None else first_batch
-            with torch.inference_mode(model.object_annotator is None):  # online MaskInversion needs autograd
-                records.extend(model.predict_step(batch, index))
-    writer = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-    if writer:
-        out.mkdir(parents=True, exist_ok=True)
-    references = load_records(urls)
-    matched = [references[r["key"]] for r in records]
-    predictions = [r["prediction"] for r in records]
-    scores: dict[str, float] = {}
-    if spec.metric is not None:
-        metric = spec.metric()
-        spec.update(metric, predictions, matched)
-        scores = _flatten(metric.compute())
-    predictions_file = out / f"{benchmark}_predictions.jsonl"
-    export_file = None
-    if writer:
-        with predictions_file.open("w") as f:
-            for record, ref in zip(records, matched, strict=True):
-                f.write(json.dumps({"id": ref["id"], "prediction": record["prediction"], "answer": record["answer"]}) + "\n")
-        export_file = spec.export(out, predictions, matched) if spec.export is not None else None
+    first_batch = None
+    with predictions_file.open("w") if is_writer else nullcontext() as file:
+        writer = PredictionWriter(file, references)
+        if trainer is not None:
+            writer.add(_predict_distributed(model, data, trainer))
+            cost_samples = 0  # per-sample cost is measured in a single process
+        else:
+            first_batch = _predict_local(model, data, writer)
+    records = list(writer.records.values())
+    for key in references.keys() - writer.records.keys():
+        tally.add("sample not predicted (skipped while reading; see the log)", str(references[key].get("id", key)))
+    pairs = []
+    for record in records:
+        if record["key"] in references:
+            pairs.append((record, references[record["key"]]))
+        else:
+            tally.add("prediction without a shard record", record["key"])
+    export_file = _export(spec, out, pairs, tally) if is_writer else None
+    scores, scored = score(scorer, pairs, tally) if scorer is not None else ({}, 0)
+    if scorer is not None and not scored:
+        log.warning("%s: nothing scored (%s)%s", benchmark, ", ".join(tally.counts) or "no predictions",
+                    f"; server answers in {export_file}" if export_file and NO_REFERENCES in tally.counts else "")
+    tally.log(benchmark)
     cost = None
     if cost_samples and first_batch is not None:
         with torch.inference_mode(model.object_annotator is None):
             cost = measure_cost(model, first_batch, cost_samples)
     mean_tokens = sum(r["visual_tokens"] for r in records) / max(1, len(records))
-    return EvalResult(benchmark, scores, len(records), mean_tokens, records, cost, predictions_file, export_file)
+    report = {"shards": len(urls), "predicted": len(records), "scored": scored,
+              "scorer": scorer.name if scorer else None, "follows": scorer.follows if scorer else None,
+              "issues": tally.as_dict()}
+    return EvalResult(benchmark, scores, len(records), mean_tokens, records, cost, predictions_file, export_file, report)
+
