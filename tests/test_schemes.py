@@ -4,9 +4,12 @@
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch.testing import assert_close
 
 from tests.conftest import build_mask_llava
+from tests.recipe_utils import REPO, ParseOnlyCLI, small_data
+from tokencompose.cli import TokenComposeCLI
 from tokencompose.llm import ModalityPreFusion
 from tokencompose.tokenizers import (
     CLSAttentionSelector,
@@ -83,6 +86,40 @@ def test_m3_training_loss_is_the_mean_over_scales(text_tokenizer, make_batch):
     model.log = Quiet().log
     assert_close(model.training_step(batch, 0), torch.stack(per_scale).mean())
     assert model.tokenizers["patch"].scale == 64  # back to the full scale after the step
+
+
+def test_m3_in_the_model_projects_every_patch_then_pools(text_tokenizer, make_batch):
+    """Re-derived from mu-cai/matryoshka-mm llava/model/llava_arch.py @ 163ac77b71db2c671a738f54e589b3ca332f94b9:
+    ``encode_images`` (vision tower, then ``mm_projector`` on all patches), then ``matryoshka_vis_token_process``
+    (view (N, H, W, C), avg_pool2d with kernel = stride = sqrt(H*W / scale), flatten in raster order)."""
+    model = build_mask_llava(text_tokenizer, tokenizers={"patch": MatryoshkaPoolTokenizer(scales=(1, 4, 16, 64))},
+                             scaler=None).eval()
+    pixels = make_batch(model, count=2).pixels
+    with torch.no_grad():
+        projected = model.projectors["shared"](model.encoder(pixels).patches.flatten(1, 2))  # (2, 64, D_llm)
+        grid = projected.view(2, 8, 8, -1).permute(0, 3, 1, 2)
+        for scale in (1, 4, 16, 64):
+            model.tokenizers["patch"].use_budget(scale)
+            size = int((64 / scale) ** 0.5)
+            expected = F.avg_pool2d(grid, kernel_size=size, stride=size).permute(0, 2, 3, 1).reshape(2, scale, -1)
+            assert_close(model.encode_images(pixels).tokens, expected)
+
+
+def test_m3_offers_the_published_unfrozen_vision_tower(synthetic_root):
+    """mu-cai/matryoshka-mm scripts/v1_5/finetune.sh @ f6aada8c: --unfreeze_mm_vision_tower True,
+    --mm_vision_tower_lr 2e-5 (the flags recipes/m3.yaml's header gives)."""
+    flags = ["--model.encoder.init_args.freeze", "false", "--model.optimization.learning_rates", "{encoder: 2.0e-5}"]
+    full = ParseOnlyCLI(args=["--config", str(REPO / "recipes" / "m3.yaml"), *flags], run=False).config["model"]
+    assert full["encoder"]["init_args"]["freeze"] is False and full["optimization"]["learning_rates"] == {"encoder": 2e-5}
+    args = ["--config", str(REPO / "recipes" / "tiny" / "m3.yaml"), "--trainer.fast_dev_run", "true",
+            *small_data(synthetic_root), *flags]
+    cli = TokenComposeCLI(args=args, run=False)
+    before = {n: p.detach().clone() for n, p in cli.model.encoder.named_parameters()}
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    groups = {g["name"]: g for g in cli.trainer.optimizers[0].param_groups}
+    assert groups["encoder"]["initial_lr"] == 2e-5 and groups["llm"]["initial_lr"] == 0.003
+    changed = [n for n, p in cli.model.encoder.named_parameters() if not torch.equal(p, before[n])]
+    assert any("layers.0." in n for n in changed)  # the tower trains
 
 
 def shared_weights_pair(text_tokenizer, tokenizer):
