@@ -5,6 +5,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.testing import assert_close
 
 from tests.conftest import build_mask_llava
@@ -235,3 +236,46 @@ def test_fastv_cached_and_uncached_decoding_agree(text_tokenizer, make_batch):
     model = fastv_model(text_tokenizer, drop_ratio=0.75, layer=1)
     batch = make_batch(model, count=3)
     assert model.generate(batch, max_new_tokens=5, use_cache=True) == model.generate(batch, max_new_tokens=5, use_cache=False)
+
+
+class RecordLosses(Callback):
+    def __init__(self) -> None:
+        self.losses: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.losses[trainer.global_step] = float(outputs["loss"])
+
+
+def fit_tiny(recipe: str, root, steps: int, ckpt_dir, ckpt_path=None) -> dict[int, float]:
+    args = ["--config", str(REPO / "recipes" / "tiny" / recipe), "--trainer.max_steps", str(steps),
+            "--trainer.val_check_interval", "1000", "--data.batch_size", "8", *small_data(root)]
+    cli = TokenComposeCLI(args=args, run=False)
+    recorder = RecordLosses()
+    cli.trainer.callbacks += [recorder, ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=5, save_top_k=-1)]
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+    return recorder.losses
+
+
+def test_mqt_resumed_run_draws_the_same_query_counts(synthetic_root, tmp_path):
+    """Like tests/test_resume.py, for MQT: m is random per batch, so the losses after resuming mid-epoch equal the
+    uninterrupted run's only if the draw of m resumes too (the generator's state is in the checkpoint)."""
+    straight = fit_tiny("mqt.yaml", synthetic_root, 10, tmp_path / "a")
+    checkpoint = next((tmp_path / "a").glob("*step=5*.ckpt"))
+    state = torch.load(checkpoint, weights_only=True)
+    assert "tokenizers.patch._extra_state" in state["state_dict"]
+    resumed = fit_tiny("mqt.yaml", synthetic_root, 10, tmp_path / "b", ckpt_path=str(checkpoint))
+    assert sorted(resumed) == list(range(6, 11))
+    assert [resumed[s] for s in range(6, 11)] == [straight[s] for s in range(6, 11)]
+
+
+def test_mqt_recipes_project_with_one_bias_free_linear(synthetic_root):
+    for recipe in (REPO / "recipes" / "mqt.yaml", REPO / "recipes" / "tiny" / "mqt.yaml"):
+        projector = ParseOnlyCLI(args=["--config", str(recipe)], run=False).config["model"]["projector"]
+        assert projector["class_path"] == "tokencompose.projectors.LinearProjector"
+        assert projector["init_args"]["bias"] is False
+    cli = TokenComposeCLI(args=["--config", str(REPO / "recipes" / "tiny" / "mqt.yaml"), *small_data(synthetic_root)],
+                          run=False)
+    shared = cli.model.projectors["shared"]
+    assert [name for name, _ in shared.named_parameters()] == ["linear.weight"]  # MQT's `proj`, nothing else
+    assert shared.linear.weight.shape == (cli.model.llm.hidden_size, cli.model.encoder.hidden_size)
+

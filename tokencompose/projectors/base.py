@@ -22,11 +22,11 @@ ProjectorFactory = Callable[[int, int], Projector]
 
 
 class LinearProjector(Projector):
-    """One linear layer."""
+    """One linear layer (``bias=False`` for a projector without bias)."""
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True) -> None:
         super().__init__(in_dim, out_dim)
-        self.linear = nn.Linear(in_dim, out_dim)
+        self.linear = nn.Linear(in_dim, out_dim, bias=bias)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """(..., in_dim) -> (..., out_dim)."""
