@@ -190,7 +190,7 @@ def test_voco_cached_and_uncached_decoding_agree(text_tokenizer, make_batch):
     assert model.generate(batch, max_new_tokens=5, use_cache=True) == model.generate(batch, max_new_tokens=5, use_cache=False)
 
 
-def fastv_model(text_tokenizer, drop_ratio=0.5, layer=1):
+def fastv_model(text_tokenizer, drop_ratio=0.5, layer=1, rerank_each_step=False):
     from tests.conftest import TINY_LLAMA
     from tokencompose.llm import CausalLM, FastV
 
@@ -199,7 +199,7 @@ def fastv_model(text_tokenizer, drop_ratio=0.5, layer=1):
         tokenizers={"patch": PatchPoolTokenizer(grid=None)},
         scaler=None,
         llm=CausalLM(text_tokenizer=text_tokenizer, config={**TINY_LLAMA, "attn_implementation": "eager"}),
-        llm_pruner=FastV(layer=layer, drop_ratio=drop_ratio),
+        llm_pruner=FastV(layer=layer, drop_ratio=drop_ratio, rerank_each_step=rerank_each_step),
     ).eval()
 
 
@@ -279,3 +279,69 @@ def test_mqt_recipes_project_with_one_bias_free_linear(synthetic_root):
     assert [name for name, _ in shared.named_parameters()] == ["linear.weight"]  # MQT's `proj`, nothing else
     assert shared.linear.weight.shape == (cli.model.llm.hidden_size, cli.model.encoder.hidden_size)
 
+
+def test_fastv_keeps_int_n_times_the_keep_ratio_on_a_hand_checked_case():
+    """pkunlp-icler/FastV src/FastV/lmms-eval-with-kvcache/fastv_kvcache.py @ 49dfad77: the last token's layer
+    K-1 attention, mean over heads, over the image positions; ``topk(int(576 * ratio))``, sorted with the rest."""
+    from tokencompose.llm import FastV
+
+    attention = torch.zeros(1, 2, 7, 7)  # positions: 0 text, 1-4 image, 5-6 text
+    attention[0, 0, -1] = torch.tensor([0.10, 0.05, 0.30, 0.10, 0.20, 0.05, 0.20])
+    attention[0, 1, -1] = torch.tensor([0.10, 0.25, 0.10, 0.00, 0.30, 0.05, 0.20])
+    # head means over the image: 1 -> 0.15, 2 -> 0.20, 3 -> 0.05, 4 -> 0.25
+    visual = torch.tensor([[False, True, True, True, True, False, False]])
+    valid = torch.ones_like(visual)
+    fastv = FastV(layer=1, drop_ratio=0.3)  # keep int(4 * 0.7) = 2 (rounding the drop, 1.2 -> 1, would keep 3)
+    assert fastv.keep_index(attention, valid, visual).tolist() == [[0, 2, 4, 5, 6]]
+    assert FastV(layer=1, drop_ratio=0.8).keep_index(attention, valid, visual).tolist() == [[0, 5, 6]]  # int(0.8)
+    for drop in (0.5, 0.75, 0.9, 0.25, 0.3):  # the official's int(576 * keep_ratio)
+        assert FastV(drop_ratio=drop).kept_count(576) == int(576 * round(1 - drop, 6))
+
+
+class RecordingStepper:
+    """Passes the FastV stepper's logits on and keeps what it ran on at every step."""
+
+    def __init__(self, stepper) -> None:
+        self.stepper, self.steps = stepper, []
+
+    def _record(self, logits):
+        s = self.stepper
+        self.steps.append((s.keep.clone(), s.embeds.clone(), s.positions.clone(), s.valid.clone(), s.visual.clone()))
+        return logits
+
+    def first(self):
+        return self._record(self.stepper.first())
+
+    def next(self, embeds, positions):
+        return self._record(self.stepper.next(embeds, positions))
+
+
+def test_fastv_rerank_each_step_reselects_from_the_newest_token(text_tokenizer, make_batch):
+    """pkunlp-icler/FastV src/transformers/src/transformers/models/llama/modeling_llama.py @ eca14d61
+    (``fast_v_inplace``): no cache, so every step runs the whole sequence; at layer K the kept image tokens are
+    re-chosen from layer K-1's attention of the current last token, mean over heads."""
+    from tokencompose.llm.generation import greedy_generate
+
+    model = fastv_model(text_tokenizer, drop_ratio=0.5, layer=1, rerank_each_step=True)
+    prompt = model.fuse(make_batch(model, count=2), for_generation=True)
+    recorder = RecordingStepper(model.llm_pruner.stepper(model.llm, prompt, use_cache=True))  # the cache is dropped
+    assert recorder.stepper.cache is None
+    greedy_generate(model.llm, prompt, 5, stepper=recorder)
+    assert len(recorder.steps) == 5
+    kept_sets = []
+    for keep, embeds, positions, valid, visual in recorder.steps:
+        with torch.no_grad():
+            attention = model.llm.model(inputs_embeds=embeds, attention_mask=valid.long(), position_ids=positions,
+                                        output_attentions=True).attentions[0]  # layer K-1 = 0 sees every token
+        score = attention[:, :, -1].mean(1)  # the current last token's row
+        step_sets = []
+        for row in range(2):
+            kept = set(keep[row].tolist())
+            expected = set(score[row].masked_fill(~visual[row], -1).topk(32).indices.tolist())  # int(64 * 0.5)
+            step_sets.append(kept & set(visual[row].nonzero().flatten().tolist()))
+            assert step_sets[-1] == expected
+            assert set((valid[row] & ~visual[row]).nonzero().flatten().tolist()) <= kept  # text and new tokens
+        kept_sets.append(step_sets)
+    assert any(sets != kept_sets[0] for sets in kept_sets[1:])  # the selection did move: a real re-ranking
+    batch = make_batch(model, count=2)
+    assert model.generate(batch, max_new_tokens=4, use_cache=True) == model.generate(batch, max_new_tokens=4, use_cache=False)
