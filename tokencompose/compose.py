@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
+from tokencompose.tokenizers.base import VisualTokenizer
 from tokencompose.types import TokenStream, VisualSequence
 
 
-def compose_streams(streams: dict[str, TokenStream], projectors: nn.ModuleDict, shared: bool) -> VisualSequence:
-    """dict[name, TokenStream (B, N_i, D_i)] -> VisualSequence (B, sum N_i, D_llm), streams in dict order.
+def compose_streams(
+    streams: dict[str, TokenStream], projectors: nn.ModuleDict, shared: bool, tokenizers: Mapping[str, VisualTokenizer]
+) -> VisualSequence:
+    """dict[name, TokenStream (B, N_i, D_i)] -> VisualSequence (B, sum M_i, D_llm), streams in dict order.
 
-    With a shared projector the streams are concatenated first and projected in one call.
+    Each stream passes its projector (the shared one, or its own) the way its tokenizer says
+    (``VisualTokenizer.project``): token by token, or — M3 — every patch projected and then pooled to M_i.
     """
     names = tuple(streams)
+    projected = {n: tokenizers[n].project(streams[n], projectors["shared" if shared else n]) for n in names}
     kind = torch.cat(
-        [torch.full((streams[n].tokens.shape[1],), i, dtype=torch.long) for i, n in enumerate(names)]
+        [torch.full((projected[n].tokens.shape[1],), i, dtype=torch.long) for i, n in enumerate(names)]
     )
-    valid = torch.cat([streams[n].valid for n in names], dim=1)  # (B, N)
-    if shared:
-        tokens = projectors["shared"](torch.cat([streams[n].tokens for n in names], dim=1))
-    else:
-        tokens = torch.cat([projectors[n](streams[n].tokens) for n in names], dim=1)
+    valid = torch.cat([projected[n].valid for n in names], dim=1)  # (B, M)
+    tokens = torch.cat([projected[n].tokens for n in names], dim=1)  # (B, M, D_llm)
     return VisualSequence(tokens=tokens, valid=valid, kind=kind.to(tokens.device), kinds=names)

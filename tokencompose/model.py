@@ -194,7 +194,7 @@ class VLM(L.LightningModule):
             streams = {name: tok(features, objects) for name, tok in self.tokenizers.items()}
             streams = self.scaler(streams)
         with stage(profiler, "projector"):
-            return compose_streams(streams, self.projectors, self.shared_projector)
+            return compose_streams(streams, self.projectors, self.shared_projector, self.tokenizers)
 
     def fuse(self, batch: VLMBatch, for_generation: bool = False, profiler: StageProfiler | None = None,
              visual: VisualSequence | None = None) -> FusedInputs:

@@ -4,6 +4,11 @@ Training-free, at inference. The pruner runs the LLM's own decoder layers, final
 (no model code copied), so that layers below K keep every token and layers from K on only the kept ones —
 with a KV cache too: each layer's cache has its own length and gets its own mask. The attention weights of
 layer K-1 are read with a forward hook, which needs the eager attention implementation.
+
+Two official variants (pkunlp-icler/FastV): the KV-cache one (``lmms-eval-with-kvcache/fastv_kvcache.py``)
+ranks once, at prefill, and keeps ``int(N * keep_ratio)`` of the N image tokens; the in-place one
+(``fast_v_inplace`` in its ``modeling_llama.py``) supports no cache, re-runs the whole sequence every step and
+re-ranks from the attention of the current last token. ``rerank_each_step`` picks the second.
 """
 
 from __future__ import annotations
@@ -30,10 +35,15 @@ def causal_mask(valid: Tensor, queries: int, dtype: torch.dtype) -> Tensor:
 
 
 class FastV(L.LightningModule):
-    """Keep the top (1 - drop_ratio) of the visual tokens after layer ``layer`` (K); ``drop_ratio`` 0 changes
-    nothing. Paper defaults K = 2, 50 %. Text tokens are always kept; positions keep their original ids."""
+    """Keep ``int(N * (1 - drop_ratio))`` of the N visual tokens after layer ``layer`` (K); ``drop_ratio`` 0
+    changes nothing. Paper defaults K = 2, 50 %. Text tokens are always kept; positions keep their original ids.
 
-    def __init__(self, layer: int = 2, drop_ratio: float = 0.5) -> None:
+    ``rerank_each_step``: decode without a KV cache and re-select the kept tokens at every step from the
+    attention of the newest token (the official in-place variant; the cache is not used even if asked for).
+    By default the tokens kept at prefill stay kept (the official KV-cache variant), with or without a cache.
+    """
+
+    def __init__(self, layer: int = 2, drop_ratio: float = 0.5, rerank_each_step: bool = False) -> None:
         super().__init__()
         if layer < 1:
             raise ValueError(f"FastV: layer={layer}; must be >= 1 (the ranking uses layer K-1's attention)")
@@ -41,14 +51,25 @@ class FastV(L.LightningModule):
             raise ValueError(f"FastV: drop_ratio={drop_ratio}; must be in [0, 1)")
         self.layer = layer
         self.drop_ratio = drop_ratio
+        self.rerank_each_step = rerank_each_step
 
     def stepper(self, lm: CausalLM, prompt: FusedInputs, use_cache: bool) -> FastVStepper:
-        return FastVStepper(self, lm, prompt, use_cache)
+        return FastVStepper(self, lm, prompt, use_cache and not self.rerank_each_step)
+
+    def kept_count(self, visual_tokens: int) -> int:
+        """How many of N visual tokens stay: ``int(N * keep_ratio)``, keep_ratio = 1 - drop_ratio (rounded
+        down, as the official KV-cache variant's ``topk(int(576 * ratio))``)."""
+        return int(visual_tokens * (1.0 - self.drop_ratio))
 
     def keep_index(self, attention: Tensor, valid: Tensor, visual: Tensor) -> Tensor:
-        """Layer K-1 attention (B, H, L, L), valid (B, L), visual (B, L) bool -> kept positions (B, L'), in order."""
+        """Layer K-1 attention (B, H, L, L), valid (B, L), visual (B, L) bool -> kept positions (B, L'), in order.
+
+        Rows have the same number of positions dropped, N - kept_count(N) for the largest visual count N in the
+        batch; a row with fewer visual tokens gives up its padding first.
+        """
         score = attention[:, :, -1].float().mean(1)  # the last token's row, mean over heads
-        drop = round(self.drop_ratio * int(visual.sum(1).max()))
+        most = int(visual.sum(1).max())
+        drop = most - self.kept_count(most)
         droppable = (~valid.bool()) | visual
         if int(droppable.sum(1).min()) < drop:
             raise ValueError("FastV: a row has fewer visual or padding positions than the number to drop")
@@ -65,7 +86,8 @@ class _Stack:
 
 
 class FastVStepper:
-    """Greedy decoding steps with FastV pruning at prefill (same kept set with and without a cache)."""
+    """Greedy decoding steps with FastV pruning: at prefill (the same kept set with and without a cache), or,
+    with ``rerank_each_step`` and no cache, again at every step over the whole sequence."""
 
     def __init__(self, fastv: FastV, lm: CausalLM, prompt: FusedInputs, use_cache: bool) -> None:
         if prompt.hidden is not None:
@@ -99,12 +121,15 @@ class FastVStepper:
             x = self._run(self.embeds, self.positions, self.valid, range(k), self.embeds.shape[1])
         finally:
             hook.remove()
-        if self.keep is None:
-            self.keep = self.fastv.keep_index(captured[-1], self.valid[:, : self.prompt.inputs_embeds.shape[1]],
-                                              self.visual[:, : self.prompt.inputs_embeds.shape[1]])
-        grown = self.embeds.shape[1] - self.prompt.inputs_embeds.shape[1]  # generated tokens are always kept
-        keep = torch.cat([self.keep, torch.arange(self.prompt.inputs_embeds.shape[1], self.embeds.shape[1],
-                                                  device=x.device).expand(x.shape[0], grown)], dim=1)
+        if self.fastv.rerank_each_step:  # the newest token's attention over the whole sequence (B, H, L, L)
+            self.keep = keep = self.fastv.keep_index(captured[-1], self.valid, self.visual)
+        else:
+            if self.keep is None:
+                prompt = self.prompt.inputs_embeds.shape[1]
+                self.keep = self.fastv.keep_index(captured[-1], self.valid[:, :prompt], self.visual[:, :prompt])
+            grown = self.embeds.shape[1] - self.prompt.inputs_embeds.shape[1]  # generated tokens are always kept
+            keep = torch.cat([self.keep, torch.arange(self.prompt.inputs_embeds.shape[1], self.embeds.shape[1],
+                                                      device=x.device).expand(x.shape[0], grown)], dim=1)
         x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
         positions, valid = self.positions.gather(1, keep), self.valid.gather(1, keep)
         self.kept_valid = valid

@@ -6,6 +6,7 @@ from abc import abstractmethod
 from typing import Any
 
 import lightning as L
+from torch import nn
 
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.types import EncoderOutput, ObjectMasks, TokenStream
@@ -33,10 +34,18 @@ class VisualTokenizer(L.LightningModule):
         """Switch to one of ``budget_variants()``."""
         raise NotImplementedError(f"{type(self).__name__} has no budget variants")
 
+    def project(self, stream: TokenStream, projector: nn.Module) -> TokenStream:
+        """How this tokenizer's stream passes the projector: TokenStream (B, N, D) -> (B, M, D_llm).
+
+        Default: token by token (M = N). A tokenizer whose reduction acts on projected tokens overrides it
+        (M3 projects every patch, then pools).
+        """
+        return stream.replace(projector(stream.tokens))
+
     @abstractmethod
     def num_tokens(self, encoder: VisionEncoder) -> int:
-        """The number of token slots per image (the N of the returned stream) for this encoder."""
+        """Token slots per image that this stream sends to the LLM (the M of ``project``) for this encoder."""
 
     @abstractmethod
     def output_width(self, encoder: VisionEncoder) -> int:
-        """The width D of the returned tokens for this encoder."""
+        """The width D of the tokens ``forward`` returns (the projector's input) for this encoder."""

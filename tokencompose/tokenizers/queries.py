@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,6 +30,21 @@ def sincos_2d(width: int, side: int) -> Tensor:
     """(side*side, width) table, MAE's layout: first half from the column index, second from the row."""
     grid_w, grid_h = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="xy")
     return torch.cat([sincos_1d(width // 2, grid_w.flatten()), sincos_1d(width // 2, grid_h.flatten())], dim=1)
+
+
+def sincos_2d_float16(width: int, side: int) -> Tensor:
+    """(side*side, width) float16: MQT-LLaVA's table as released — MAE's formula in numpy float32 (its
+    ``Resampler`` builder), then ``.half()``. Computing in float64 instead flips about 1 in 4000 of the float16
+    roundings at width 1024, so the arithmetic is numpy's float32, exactly."""
+
+    def axis(half: int, positions: np.ndarray) -> np.ndarray:  # (P,) -> (P, half)
+        omega = 1.0 / 10000 ** (np.arange(half // 2, dtype=np.float32) / np.float32(half / 2))
+        angles = np.outer(positions, omega)
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    cols, rows = np.meshgrid(np.arange(side, dtype=np.float32), np.arange(side, dtype=np.float32))  # (side, side)
+    table = np.concatenate([axis(width // 2, cols.ravel()), axis(width // 2, rows.ravel())], axis=1)
+    return torch.from_numpy(table).half()
 
 
 def resize_positions(table: Tensor, side: int, target: tuple[int, int]) -> Tensor:
@@ -80,30 +96,49 @@ class MatryoshkaQueryTransformer(VisualTokenizer):
     """MQT-LLaVA: M learnable queries of which the first m are used; m is drawn from {step, 2 step, ..., M}
     for every training batch and can be any value at test time (``active``), without retraining.
 
-    As in the official code (``Resampler``), keys are the layer-normed *positions* resized to the grid, values
-    ln_v(X), queries ln_q(Q[:m] + pos[:m]).
+    As in the official code (gordonhu608/MQT-LLaVA ``Resampler``): keys are the layer-normed *positions* resized
+    to the grid, values ln_v(X), queries ln_q(Q[:m] + pos[:m]); LayerNorm eps 1e-6; the sin-cos table is float16
+    as released (resized in float32, rounded back to float16, as its ``get_abs_pos``). Its ``proj`` (width ->
+    LLM width, no bias) is the model's projector slot: use ``LinearProjector`` with ``bias: false``.
+
+    m is drawn from a generator seeded with ``seed`` whose state is part of ``state_dict`` (``_extra_state``),
+    so a run resumed from a checkpoint draws the same m's as an uninterrupted one.
     """
 
-    def __init__(self, num_queries: int = 256, heads: int = 16, active: int | None = None, step: int = 2) -> None:
+    def __init__(
+        self, num_queries: int = 256, heads: int = 16, active: int | None = None, step: int = 2, seed: int = 0
+    ) -> None:
         super().__init__()
         if active is not None and not 1 <= active <= num_queries:
             raise ValueError(f"MatryoshkaQueryTransformer: active={active}; must be in 1..{num_queries}")
+        if not 1 <= step <= num_queries:
+            raise ValueError(f"MatryoshkaQueryTransformer: step={step}; must be in 1..{num_queries}")
         self.num_queries, self.heads, self.active, self.step = num_queries, heads, active, step
         self.side = math.isqrt(num_queries)
         if self.side**2 != num_queries:
             raise ValueError(f"MatryoshkaQueryTransformer: num_queries={num_queries} must be a square")
+        self.generator = torch.Generator().manual_seed(seed)
 
     def attach(self, encoder: VisionEncoder) -> None:
         width = encoder.hidden_size
         self.queries = nn.Parameter(torch.nn.init.trunc_normal_(torch.empty(self.num_queries, width), std=0.02))
-        self.register_buffer("positions", sincos_2d(width, self.side), persistent=False)
-        self.ln_q, self.ln_k, self.ln_v = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
+        self.register_buffer("positions", sincos_2d_float16(width, self.side), persistent=False)
+        self.ln_q, self.ln_k, self.ln_v = (nn.LayerNorm(width, eps=1e-6) for _ in range(3))
         self.attention = nn.MultiheadAttention(width, self.heads, batch_first=True)
+        # the official ``_init_weights`` reaches the attention's output Linear: trunc-normal 0.02, zero bias
+        torch.nn.init.trunc_normal_(self.attention.out_proj.weight, std=0.02)
+        torch.nn.init.zeros_(self.attention.out_proj.bias)
+
+    def get_extra_state(self) -> Tensor:
+        return self.generator.get_state()
+
+    def set_extra_state(self, state: Tensor) -> None:
+        self.generator.set_state(state)
 
     def count(self) -> int:
         """Queries used now: a random multiple of ``step`` in training, ``active`` (default all) otherwise."""
         if self.training:
-            return self.step * int(torch.randint(1, self.num_queries // self.step + 1, ()))
+            return self.step * int(torch.randint(1, self.num_queries // self.step + 1, (), generator=self.generator))
         return self.active or self.num_queries
 
     def forward(self, features: EncoderOutput, objects: ObjectMasks | None = None) -> TokenStream:
@@ -111,9 +146,10 @@ class MatryoshkaQueryTransformer(VisualTokenizer):
         patches = features.patches
         m = self.count()
         values = self.ln_v(patches.flatten(1, 2))  # (B, h*w, D)
-        keys = self.ln_k(resize_positions(self.positions, self.side, tuple(patches.shape[1:3]))).expand_as(values)
-        queries = self.ln_q(self.queries[:m] + self.positions[:m]).expand(values.shape[0], -1, -1)
-        tokens, _ = self.attention(queries, keys, values, need_weights=False)
+        grid = resize_positions(self.positions.float(), self.side, tuple(patches.shape[1:3]))
+        keys = self.ln_k(grid.to(self.positions.dtype).to(values.dtype)).expand_as(values)  # (B, h*w, D)
+        queries = self.ln_q(self.queries[:m] + self.positions[:m].to(self.queries.dtype))  # (m, D)
+        tokens, _ = self.attention(queries.expand(values.shape[0], -1, -1), keys, values, need_weights=False)
         return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
 
     def num_tokens(self, encoder: VisionEncoder) -> int:
