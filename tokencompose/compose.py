@@ -20,7 +20,13 @@ def compose_streams(
     (``VisualTokenizer.project``): token by token, or — M3 — every patch projected and then pooled to M_i.
     """
     names = tuple(streams)
-    projected = {n: tokenizers[n].project(streams[n], projectors["shared" if shared else n]) for n in names}
+    if shared and not any(tokenizers[n].reduces_after_projection for n in names):
+        # one call over the concatenated streams, as LLaVA projects [CLS; patches] (same bf16 numerics)
+        joined = projectors["shared"](torch.cat([streams[n].tokens for n in names], dim=1))
+        sizes = [streams[n].tokens.shape[1] for n in names]
+        projected = {n: streams[n].replace(t) for n, t in zip(names, joined.split(sizes, dim=1), strict=True)}
+    else:
+        projected = {n: tokenizers[n].project(streams[n], projectors["shared" if shared else n]) for n in names}
     kind = torch.cat(
         [torch.full((projected[n].tokens.shape[1],), i, dtype=torch.long) for i, n in enumerate(names)]
     )

@@ -34,6 +34,9 @@ class VisualTokenizer(L.LightningModule):
         """Switch to one of ``budget_variants()``."""
         raise NotImplementedError(f"{type(self).__name__} has no budget variants")
 
+    #: whether ``project`` does more than project token by token (then a shared projector runs per stream)
+    reduces_after_projection: bool = False
+
     def project(self, stream: TokenStream, projector: nn.Module) -> TokenStream:
         """How this tokenizer's stream passes the projector: TokenStream (B, N, D) -> (B, M, D_llm).
 

@@ -75,6 +75,10 @@ class MatryoshkaPoolTokenizer(VisualTokenizer):
             tokens = nested_avg_pool(tokens, self.scale)
         return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
 
+    @property
+    def reduces_after_projection(self) -> bool:
+        return not self.pool_before_projector
+
     def project(self, stream: TokenStream, projector: nn.Module) -> TokenStream:
         """TokenStream (B, h*h, D) -> (B, scale, D_llm): every patch projected, then pooled (M3's order)."""
         if self.pool_before_projector:
