@@ -50,14 +50,11 @@ class AnnotateCLI(LightningCLI):
 
 def annotate(argv: list[str]) -> list[Any]:
     """``tokencompose annotate --config recipes/annotate/<name>.yaml``: returns one report per shard."""
+    from tokencompose.annotate import summary
+
     cli = AnnotateCLI(args=argv)
     reports = cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=True) or []
-    done = [r for r in reports if not r.skipped_existing]
-    corrupt = sum(len(r.corrupt) for r in done)
-    print(
-        f"annotated {len(done)} shard(s), skipped {len(reports) - len(done)} finished; "
-        f"{sum(r.samples_in for r in done)} samples in, {sum(r.samples_out for r in done)} out, {corrupt} corrupt"
-    )
+    print(summary(reports))
     return reports
 
 
