@@ -115,7 +115,10 @@ def test_text_only_and_multi_image_pass_through_names_are_sanitised_truncated_sh
     output = tmp_path / "out"
     argv = args(inputs, output)
     argv[argv.index("--data.inputs") + 1] = f"{inputs}/{{m,t}}.tar"
+    output.mkdir()
+    (output / ".m.tar.tmp-4242").write_bytes(b"a killed run's partial shard")
     reports = {r.shard.rsplit("/", 1)[-1]: r for r in annotate(argv)}
+    assert not [p for p in output.iterdir() if p.name.startswith(".")]
     m, t = reports["m.tar"], reports["t.tar"]
     assert (m.samples_in, m.samples_out, m.annotated, m.text_only, m.multi_image) == (5, 5, 3, 1, 1)
     assert m.renamed_keys == 3 and len(m.dropped_members) == 1 and m.error is None

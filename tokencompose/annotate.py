@@ -3,7 +3,7 @@
 A LightningModule run by ``Trainer.predict``. The items it predicts on are *shards*: Lightning spreads them
 over devices and nodes, and each step annotates one whole shard and writes it under ``output_dir`` with the
 same name — its ``<shard>.report.json`` first, then the shard atomically, so a killed run leaves whole shards
-only and a restart skips the shards that have both. Samples in equal samples out, except corrupt images, which
+only (the next run removes its partial files) and a restart skips the shards that have both. Samples in equal samples out, except corrupt images, which
 are skipped and listed in the shard's report. Samples with one image are annotated; text-only samples and
 samples with several images pass through unannotated (the training side reads object masks for single-image
 samples only: ``SampleProcessor``). Keys and member names are sanitised (no ``/``, ``..`` or odd characters
@@ -245,6 +245,16 @@ class AnnotateJob(L.LightningModule):
         out.update({"json": json.dumps(record).encode(), MASKS_KEY: pack_masks(masks.numpy()),
                     EMBEDDINGS_KEY: encode_npy(embeddings)})
         return out
+
+    def on_predict_start(self) -> None:
+        """Rank 0 removes the partial files a killed run left for these inputs before any rank writes."""
+        inputs = getattr(self.trainer.datamodule, "inputs", None)
+        if self.trainer.is_global_zero and inputs is not None and self.output_dir.is_dir():
+            for url in inputs:
+                name = target_name(url)
+                for leftover in [*self.output_dir.glob(f".{name}.tmp-*"), self.output_dir / f".{name}.report.json.tmp"]:
+                    leftover.unlink(missing_ok=True)
+        self.trainer.strategy.barrier()
 
     def on_predict_end(self) -> None:
         """Rank 0 writes the folder's manifest once every rank has finished its shards."""

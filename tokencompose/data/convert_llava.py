@@ -343,13 +343,18 @@ def convert_llava(json_file: str, images: str, out: str, shard_bytes: int = 256 
         with ProcessPoolExecutor(max(1, workers), mp_context=context, initializer=_die_with_parent,
                                  initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_write_plan, out_dir, root, p) for p in pending]  # forks before tqdm's thread
-            with tqdm(total=len(plans), initial=len(plans) - len(pending), unit="shard", desc="convert") as bar:
-                for future in as_completed(futures):
-                    name, tmp, info = future.result()
-                    os.replace(tmp, out_dir / name)
-                    shards[name] = info
-                    _write_manifest(out_dir, _manifest(plans, shards, report, header))
-                    bar.update(1)
+            try:
+                with tqdm(total=len(plans), initial=len(plans) - len(pending), unit="shard", desc="convert") as bar:
+                    for future in as_completed(futures):
+                        name, tmp, info = future.result()
+                        os.replace(tmp, out_dir / name)
+                        shards[name] = info
+                        _write_manifest(out_dir, _manifest(plans, shards, report, header))
+                        bar.update(1)
+            except BaseException:
+                for future in futures:  # do not write shards nobody will list
+                    future.cancel()
+                raise
         _write_manifest(out_dir, _manifest(plans, shards, report, header))
     finally:
         (out_dir / LOCK).unlink(missing_ok=True)
