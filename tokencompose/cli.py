@@ -90,7 +90,7 @@ def data_command(argv: list[str]) -> None:
     print(
         f"{report.samples} samples in {report.shards} shards ({report.bytes / 2**20:.1f} MiB); "
         f"{len(report.missing_images)} missing, {len(report.corrupt_images)} corrupt and "
-        f"{len(report.refused_images)} refused images (outside --images) (ids in {args.out}/manifest.json)"
+        f"{len(report.refused_images)} refused (paths outside --images) images; ids in {args.out}/manifest.json"
     )
 
 
