@@ -50,14 +50,11 @@ class AnnotateCLI(LightningCLI):
 
 def annotate(argv: list[str]) -> list[Any]:
     """``tokencompose annotate --config recipes/annotate/<name>.yaml``: returns one report per shard."""
+    from tokencompose.annotate import summary
+
     cli = AnnotateCLI(args=argv)
     reports = cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=True) or []
-    done = [r for r in reports if not r.skipped_existing]
-    corrupt = sum(len(r.corrupt) for r in done)
-    print(
-        f"annotated {len(done)} shard(s), skipped {len(reports) - len(done)} finished; "
-        f"{sum(r.samples_in for r in done)} samples in, {sum(r.samples_out for r in done)} out, {corrupt} corrupt"
-    )
+    print(summary(reports))
     return reports
 
 
@@ -75,6 +72,7 @@ def data_command(argv: list[str]) -> None:
     convert.add_argument("--out", required=True, help="output folder for shards and manifest.json")
     convert.add_argument("--shard-mb", type=float, default=256, help="target shard size in MiB")
     convert.add_argument("--workers", type=int, default=4, help="shards written in parallel")
+    convert.add_argument("--overwrite", action="store_true", help="delete --out's shards of other inputs and start over")
     bench = commands.add_parser("convert-benchmark", help="a benchmark's native release files -> shards")
     bench.add_argument("--benchmark", required=True, help="vqav2, textvqa, vizwiz, gqa, pope, mme, scienceqa, mmbench, mmvet")
     bench.add_argument("--source", required=True, help="questions JSON / TSV / JSONL, or the MME folder")
@@ -88,11 +86,11 @@ def data_command(argv: list[str]) -> None:
         count = convert_benchmark(args.benchmark, args.source, args.out, args.images, args.annotations)
         print(f"{count} {args.benchmark} samples written to {args.out}")
         return
-    report = convert_llava(args.json, args.images, args.out, int(args.shard_mb * 2**20), args.workers)
+    report = convert_llava(args.json, args.images, args.out, int(args.shard_mb * 2**20), args.workers, args.overwrite)
     print(
         f"{report.samples} samples in {report.shards} shards ({report.bytes / 2**20:.1f} MiB); "
-        f"{len(report.missing_images)} missing and {len(report.corrupt_images)} corrupt images "
-        f"(ids in {args.out}/manifest.json)"
+        f"{len(report.missing_images)} missing, {len(report.corrupt_images)} corrupt and "
+        f"{len(report.refused_images)} refused (paths outside --images) images; ids in {args.out}/manifest.json"
     )
 
 
