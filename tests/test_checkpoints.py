@@ -65,3 +65,15 @@ def test_a_checkpoint_of_another_model_is_an_error(tmp_path):
     torch.save({"layer.weight": torch.ones(3)}, path)
     with pytest.raises(ValueError, match="no tensor .* matches"):
         load_weights(stage(5), str(path), key="--ckpt")
+
+
+def test_vlm_init_weights_can_refuse_a_checkpoint_that_does_not_fit(tmp_path, text_tokenizer):
+    from tests.conftest import build_mask_llava
+
+    state = build_mask_llava(text_tokenizer).state_dict()
+    state["projectors.shared.layers.0.weight"] = torch.zeros(64, 48)  # a stage 1 that read 48-wide tokens
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(ValueError, match=r"init_weights: .* does not fit this model \(strict_shapes\)"):
+        build_mask_llava(text_tokenizer, init_weights=str(path), init_strict_shapes=True)
+    build_mask_llava(text_tokenizer, init_weights=str(path))  # default: copies what fits, logs the rest

@@ -53,7 +53,8 @@ class VLM(L.LightningModule):
         max_new_tokens: generation length for validation and prediction.
         optimization: AdamW + warmup/cosine settings, per-part learning rates.
         init_weights: a checkpoint whose matching tensors initialise this model (e.g. stage 1's projector
-            for stage 2); unlike ``--ckpt_path`` it does not resume optimiser or step.
+            for stage 2); unlike ``--ckpt_path`` it does not resume optimiser or step. Every tensor it skips
+            (shape mismatch, unknown, missing) is logged; ``init_strict_shapes`` makes a shape mismatch an error.
         object_annotator: compute object masks and MaskInversion embeddings online (new images, or the tiny
             end-to-end recipes); training on stored annotations from ``tokencompose annotate`` needs none.
         prefusion: LLaVA-Mini's modality pre-fusion; its ``context`` stream is seen by pre-fusion only.
@@ -76,6 +77,7 @@ class VLM(L.LightningModule):
         max_new_tokens: int = 16,
         optimization: Optimization | None = None,
         init_weights: str | None = None,
+        init_strict_shapes: bool = False,
         object_annotator: ObjectAnnotator | None = None,
         prefusion: ModalityPreFusion | None = None,
         summary_stream: str | None = None,
@@ -115,7 +117,7 @@ class VLM(L.LightningModule):
         self._nonfinite_in_a_row = 0
         self.skipped_steps = 0
         if init_weights is not None:
-            load_weights(self, init_weights)
+            load_weights(self, init_weights, strict_shapes=init_strict_shapes)
 
     def _check_settings(self) -> None:
         """Settings that cannot work, all reported at once, naming their recipe keys."""

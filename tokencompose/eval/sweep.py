@@ -40,7 +40,7 @@ def build_model(recipe_args: list[str], overrides: dict[str, str], checkpoint: s
         args += [f"--{key}", value]
     model = TokenComposeCLI(args=args, run=False).model
     if checkpoint is not None:
-        load_weights(model, checkpoint, key="--ckpt")
+        load_weights(model, checkpoint, key="--ckpt", strict_shapes=True)  # an evaluated model must fit whole
     return model
 
 
