@@ -2,8 +2,8 @@
 
 Records, per rank, the sample keys of every training and validation batch and the number of steps.
 Usage: python -m torch.distributed.run --nproc_per_node 2 tests/ddp_job.py DATA_ROOT OUT_DIR JOB
-JOB: ``fit`` (resampled training, exact validation) or ``validate-train-shards`` (an exact pass over the
-three uneven training shards).
+JOB: ``fit`` (resampled training, exact validation), ``fit-exact`` (two epochs of exact training over the
+three uneven training shards) or ``validate-train-shards`` (an exact pass over them).
 """
 
 import json
@@ -20,17 +20,19 @@ from tokencompose.cli import TokenComposeCLI  # noqa: E402
 
 class RecordKeys(Callback):
     def __init__(self, out: Path) -> None:
-        self.out, self.train, self.val = out, [], []
+        self.out, self.train, self.val, self.epochs = out, [], [], []
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         self.train.append(batch.keys)
+        self.epochs.append(trainer.current_epoch)
 
     def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
         if not trainer.sanity_checking:
             self.val.append(batch.keys)
 
     def save(self, trainer):
-        record = {"train": self.train, "val": self.val, "steps": trainer.global_step, "world": trainer.world_size}
+        record = {"train": self.train, "val": self.val, "epochs": self.epochs, "steps": trainer.global_step,
+                  "world": trainer.world_size}
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
     def on_fit_end(self, trainer, module):
@@ -55,9 +57,11 @@ def main() -> None:
     ]
     if job == "validate-train-shards":
         args += ["--data.val", f"{root}/train-{{000000..000002}}.tar"]
+    if job == "fit-exact":
+        args += ["--data.train_mode", "exact", "--trainer.max_epochs", "2", "--trainer.limit_val_batches", "0"]
     cli = TokenComposeCLI(args=args, run=False)
     cli.trainer.callbacks.append(RecordKeys(out))
-    if job == "fit":
+    if job.startswith("fit"):
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     else:
         cli.trainer.validate(cli.model, datamodule=cli.datamodule)

@@ -46,6 +46,19 @@ def test_resampled_training_gives_equal_steps_per_rank_and_exact_validation(ddp_
     assert len(val) == len(set(val)) == 40  # every validation sample exactly once over ranks x workers
 
 
+def test_exact_training_keeps_ranks_on_the_same_epoch_and_covers_every_sample(ddp_data, tmp_path):
+    """3 shards of 24 over 2 ranks: before, rank 0 read 48 samples an epoch and rank 1 24, so rank 1 ran two
+    epochs while rank 0 ran one and each split the shards by its own epoch's shuffle. Now both run
+    ceil(72 / (2 x 4)) = 9 batches an epoch and together see every sample once per epoch."""
+    ranks = run_job(ddp_data, tmp_path / "exact-fit", "fit-exact")
+    assert ranks[0]["epochs"] == ranks[1]["epochs"] == [0] * 9 + [1] * 9
+    for epoch in (0, 1):
+        seen = [key for r in ranks for keys, e in zip(r["train"], r["epochs"], strict=True) if e == epoch for key in keys]
+        assert len(seen) == len(set(seen)) == 72
+    first = [ranks[0]["train"][i] for i in range(9)]
+    assert first != ranks[0]["train"][9:]  # each epoch reshuffles
+
+
 def test_exact_pass_over_uneven_shards_sees_every_sample_once(ddp_data, tmp_path):
     """3 shards over 2 ranks x 2 workers: rank 0 reads two shards, rank 1 one, and nothing hangs."""
     ranks = run_job(ddp_data, tmp_path / "exact", "validate-train-shards")

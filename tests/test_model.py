@@ -110,3 +110,17 @@ def test_validation_encodes_each_batch_once(mask_llava, make_batch):
         mask_llava.validation_step(make_batch(mask_llava, count=2), 0)
     hook.remove()
     assert len(calls) == 1  # the loss and the generated answers share one encoding
+
+
+def test_budgets_do_not_depend_on_the_module_mode(text_tokenizer):
+    """The test-time budget sizes validate/predict/eval, the training budget sizes fit, in either module mode."""
+    from tokencompose.tokenizers import ObjectTokenizer
+
+    model = build_mask_llava(text_tokenizer, tokenizers={
+        "cls": GlobalTokenizer(), "patch": PatchPoolTokenizer(grid=2), "objects": ObjectTokenizer(max_objects=2, train_max_objects=8)})
+    for mode in (True, False):
+        model.train(mode)
+        assert model.visual_tokens_per_image() == {"cls": 1, "patch": 4, "objects": 2}
+        assert model.visual_tokens_per_image(training=True) == {"cls": 1, "patch": 4, "objects": 8}
+        assert model.conversation_encoder().visual_tokens_per_image == 7
+        assert model.conversation_encoder(training=True).visual_tokens_per_image == 13

@@ -126,12 +126,15 @@ class VLM(L.LightningModule):
         unknown = sorted(set(self.optimization.learning_rates or {}) - set(parts))
         if unknown:
             problems.append(f"model.optimization.learning_rates: unknown part(s) {unknown}; allowed: {parts}")
-        visual = sum(self.visual_tokens_per_image().values())
-        if self.max_length <= visual:
-            problems.append(
-                f"model.max_length={self.max_length} leaves no room for text: one image alone takes {visual} "
-                f"visual tokens ({self.visual_tokens_per_image()}); raise it or lower the budget"
-            )
+        for training in (True, False):
+            budget = self.visual_tokens_per_image(training=training)
+            if self.max_length <= sum(budget.values()):
+                problems.append(
+                    f"model.max_length={self.max_length} leaves no room for text: one image alone takes "
+                    f"{sum(budget.values())} visual tokens ({budget}, {'training' if training else 'test'} budget); "
+                    "raise it or lower the budget"
+                )
+                break
         if self.max_new_tokens < 1:
             problems.append(f"model.max_new_tokens={self.max_new_tokens}; must be >= 1")
         if self.optimization.max_nonfinite_steps < 1:
@@ -158,10 +161,13 @@ class VLM(L.LightningModule):
             return nn.ModuleDict({"shared": projector(next(iter(widths.values())), self.llm.hidden_size)})
         return nn.ModuleDict({name: projector(width, self.llm.hidden_size) for name, width in widths.items()})
 
-    def visual_tokens_per_image(self) -> dict[str, int]:
-        """Token slots per image that reach the LLM, per stream (the budget), before any image is seen."""
+    def visual_tokens_per_image(self, training: bool = False) -> dict[str, int]:
+        """Token slots per image that reach the LLM, per stream, before any image is seen: the test-time budget
+        (validate, predict, eval, sweep) or with ``training`` the most a training step uses — whatever mode
+        the module is in now."""
         context = self.prefusion.context if self.prefusion is not None else None
-        return {name: tok.num_tokens(self.encoder) for name, tok in self.tokenizers.items() if name != context}
+        return {name: tok.num_tokens(self.encoder, training=training)
+                for name, tok in self.tokenizers.items() if name != context}
 
     def llm_positions(self, visual: VisualSequence) -> Tensor:
         """(N,) bool: which visual positions reach the LLM (all but pre-fusion's context stream)."""
@@ -169,13 +175,14 @@ class VLM(L.LightningModule):
             return torch.ones_like(visual.kind, dtype=torch.bool)
         return visual.kind != visual.kinds.index(self.prefusion.context)
 
-    def conversation_encoder(self) -> ConversationEncoder:
-        """What the data pipeline needs to tokenise conversations for this model."""
+    def conversation_encoder(self, training: bool = False) -> ConversationEncoder:
+        """What the data pipeline needs to tokenise conversations for this model; its length guard counts the
+        visual tokens of the test-time budget, or of the training budget with ``training``."""
         return ConversationEncoder(
             text_tokenizer=self.llm.text_tokenizer,
             template=self.template,
             max_length=self.max_length,
-            visual_tokens_per_image=sum(self.visual_tokens_per_image().values()),
+            visual_tokens_per_image=sum(self.visual_tokens_per_image(training=training).values()),
         )
 
     def encode_images(
@@ -183,7 +190,7 @@ class VLM(L.LightningModule):
     ) -> VisualSequence:
         """(I, 3, S, S) (+ masks) -> VisualSequence(tokens (I, N, D_llm), valid (I, N), kind (N,))."""
         if pixels.shape[0] == 0:  # a batch of text-only samples: no image to encode
-            sizes = [tok.num_tokens(self.encoder) for tok in self.tokenizers.values()]
+            sizes = [tok.num_tokens(self.encoder, training=self.training) for tok in self.tokenizers.values()]
             kind = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)]).to(pixels.device)
             return VisualSequence(pixels.new_zeros(0, len(kind), self.llm.hidden_size),
                                   torch.zeros(0, len(kind), dtype=torch.bool, device=pixels.device), kind, tuple(self.tokenizers))

@@ -146,8 +146,10 @@ def bad_sample_shard(tmp_path, synthetic_root):
         "no-placeholder": {**record, "conversations": [{"from": "human", "value": "hi"}, record["conversations"][1]]},
         "two-placeholders": {**record, "conversations": [{"from": "human", "value": "<image> <image>"}, record["conversations"][1]]},
     }
-    samples = [{"__key__": key, "png": good["png"], "json": json.dumps(value).encode()} for key, value in variants.items()]
-    samples.append({"__key__": "broken-image", "png": b"junk", "json": good["json"]})
+    masks = good["objects.masks.npy"]
+    samples = [{"__key__": key, "png": good["png"], "objects.masks.npy": masks, "json": json.dumps(value).encode()}
+               for key, value in variants.items()]
+    samples.append({"__key__": "broken-image", "png": b"junk", "objects.masks.npy": masks, "json": good["json"]})
     shard = tmp_path / "bad.tar"
     write_shard(shard, samples)
     return shard
@@ -162,7 +164,7 @@ def test_each_bad_data_case_is_skipped_and_counted(tmp_path, synthetic_root, dat
     assert kept[0] == "ok" and set(kept) <= {"ok", "no-conversations", "bad-role"}  # truncation keeps a prefix
     assert stream.skipped["missing conversations"] >= 1 and stream.skipped["unknown role"] >= 1
     assert stream.skipped["image placeholder missing"] == 1 and stream.skipped["image placeholder repeated"] == 1
-    assert stream.skipped["corrupt image"] == 1 and stream.skipped["unreadable shard"] == 1
+    assert stream.skipped["corrupt image"] == 1 and stream.skipped["truncated shard"] == 1
     loader = EpochLoader(ShardStream([str(shard)], datamodule.processor, batch_size=1, shuffle=False),
                          collate_fn=datamodule.collator)
     assert len(list(loader)) == 1 and sum(loader.skipped.values()) == 5  # reported at the end of the pass
@@ -224,3 +226,56 @@ def test_shards_stream_through_pipe_commands(synthetic_root, datamodule):
     url = f"pipe:cat {synthetic_root / 'val-000000.tar'}"
     stream = ShardStream([url], datamodule.processor, batch_size=4, shuffle=False)
     assert len(list(stream)) == 32
+
+
+def keyed_shards(tmp_path, sizes: dict[str, int]) -> dict[str, int]:
+    counts = {}
+    for name, size in sizes.items():
+        write_shard(tmp_path / name, [{"__key__": f"{name[:-4]}-{i:03d}", "txt": b"x"} for i in range(size)])
+        counts[str(tmp_path / name)] = size
+    return counts
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_exact_training_over_ranks_gives_every_rank_the_same_batches_and_covers_every_sample(tmp_path, monkeypatch, workers):
+    """Uneven shards (30, 20, 10 samples) over 2 ranks: before, rank 0 read 40 samples an epoch and rank 1 20, so
+    their epochs drifted apart (and with them the shard split); now each runs ceil(60 / (2 x 4)) = 8 batches."""
+    import tokencompose.data.stream as stream_module
+
+    counts = keyed_shards(tmp_path, {"a.tar": 30, "b.tar": 20, "c.tar": 10})
+    epochs = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(stream_module, "rank_and_world", lambda rank=rank: (rank, 2))
+        stream = ShardStream(list(counts), lambda s: {"key": s["__key__"]}, batch_size=4, shuffle=True, mode="exact",
+                             batches_per_rank=8, counts=counts, even_ranks=True, buffer_size=16)
+        loader = EpochLoader(stream, num_workers=workers, collate_fn=lambda b: [s["key"] for s in b])
+        assert len(loader) == 8
+        epochs[rank] = [[key for batch in loader for key in batch] for _ in range(2)]
+    for epoch in range(2):
+        keys = epochs[0][epoch] + epochs[1][epoch]
+        assert len(epochs[0][epoch]) == len(epochs[1][epoch]) == 32
+        assert len(set(keys)) == 60 and len(keys) - len(set(keys)) == 4  # the last block wraps: 4 seen twice
+    assert epochs[0][0] != epochs[0][1]
+
+
+def test_exact_training_over_ranks_tops_up_what_bad_samples_lost(tmp_path, monkeypatch):
+    import tokencompose.data.stream as stream_module
+
+    counts = keyed_shards(tmp_path, {"a.tar": 30, "b.tar": 20, "c.tar": 10})
+
+    def processor(sample):
+        if sample["__key__"].startswith("b-"):
+            raise ValueError("bad")
+        return {"key": sample["__key__"]}
+
+    for rank in (0, 1):
+        monkeypatch.setattr(stream_module, "rank_and_world", lambda rank=rank: (rank, 2))
+        stream = ShardStream(list(counts), processor, batch_size=4, shuffle=False, mode="exact",
+                             batches_per_rank=8, counts=counts, even_ranks=True)
+        assert len(list(stream)) == 32 and all(not s["key"].startswith("b-") for s in stream)
+
+
+def test_exact_training_over_ranks_needs_sample_counts(tmp_path):
+    counts = keyed_shards(tmp_path, {"a.tar": 3})
+    with pytest.raises(ValueError, match="even_ranks needs the sample count"):
+        ShardStream(list(counts), lambda s: s, batch_size=1, shuffle=False, batches_per_rank=3, even_ranks=True)

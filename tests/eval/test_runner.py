@@ -65,3 +65,13 @@ def test_eval_command(checkpoint, synthetic_root, tmp_path):
     report = scores["shapes"]["data"]  # what was scored, by which scorer, and every data problem by reason
     assert report["scored"] == 32 and report["shards"] == 1 and report["issues"] == {}
     assert report["scorer"] == "shapes-exact"
+
+
+def test_evaluate_sizes_prompts_with_the_test_time_budget(checkpoint, synthetic_root, tmp_path):
+    """A training budget of 64 object slots would make every prompt too long for max_length 80; evaluation runs
+    with the test budget (6 objects), whatever mode the model is in when handed to ``evaluate``."""
+    overrides = {"model.tokenizers.objects.init_args.train_max_objects": "64", "model.max_length": "80"}
+    model = build_model(recipe_args(synthetic_root), overrides, str(checkpoint)).train()
+    assert sum(model.visual_tokens_per_image(training=True).values()) == 1 + 4 + 64
+    result = evaluate(model, "shapes", str(synthetic_root / "val-000000.tar"), tmp_path, batch_size=8, cost_samples=0)
+    assert result.samples == 32

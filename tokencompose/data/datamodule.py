@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
+import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from webdataset.shardlists import expand_urls
 
+from tokencompose.data.annotations import ObjectRequirements
+from tokencompose.data.guards import no_samples_error
 from tokencompose.data.processing import Collator, ImageTransform, SampleProcessor
 from tokencompose.data.shards import MASKS_KEY, encode_png, pack_masks, write_shard
+from tokencompose.data.sources import Shards, resolve_shards
 from tokencompose.data.stream import EpochLoader, Mode, ShardStream
 from tokencompose.data.synthetic import ShapesGenerator, shapes_text_tokenizer
+from tokencompose.tokenizers.objects import ObjectTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +38,22 @@ class SyntheticShapes:
     image_size: int = 64
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        problems = [f"{name}={getattr(self, name)} (must be >= {low})"
+                    for name, low in (("train_samples", 1), ("val_samples", 1), ("samples_per_shard", 1), ("image_size", 16))
+                    if not isinstance(getattr(self, name), int) or getattr(self, name) < low]
+        if problems:
+            raise ValueError(f"data.synthetic: {', '.join(problems)}")
+
     def split_urls(self, split: str) -> list[str]:
+        return list(self.split_counts(split))
+
+    def split_counts(self, split: str) -> dict[str, int]:
+        """Shard path -> samples, for ``train`` or ``val``."""
         count = self.train_samples if split == "train" else self.val_samples
-        shards = max(1, -(-count // self.samples_per_shard))
-        return [str(Path(self.root) / f"{split}-{i:06d}.tar") for i in range(shards)]
+        shards = -(-count // self.samples_per_shard)
+        return {str(Path(self.root) / f"{split}-{i:06d}.tar"): min(self.samples_per_shard, count - i * self.samples_per_shard)
+                for i in range(shards)}
 
     def write(self) -> None:
         """Write any missing shard (atomically) and the text tokenizer; finished shards are left alone.
@@ -74,44 +90,45 @@ class SyntheticShapes:
         }
 
 
-def _urls(spec: str | list[str] | None) -> list[str]:
-    if spec is None:
-        return []
-    specs = [spec] if isinstance(spec, str) else spec
-    return [url for s in specs for url in expand_urls(s)]
+def _urls(spec: str | list[str] | None, key: str = "shards") -> list[str]:
+    """Shard URLs of a spec (paths with brace ranges, globs, converted directories, ``pipe:``, URLs)."""
+    return resolve_shards(spec, key).urls
 
 
-def manifest_samples(urls: list[str]) -> int | None:
-    """Total samples of ``urls`` from the converter's ``manifest.json`` next to them (local shards only)."""
-    total = 0
-    for folder, names in itertools.groupby(sorted(urls), key=lambda u: str(Path(u).parent)):
-        manifest = Path(folder) / "manifest.json"
-        if not manifest.is_file():
-            return None
-        shards = json.loads(manifest.read_text()).get("shards", {})
-        for name in names:
-            if Path(name).name not in shards:
-                return None
-            total += int(shards[Path(name).name]["samples"])
-    return total
+def object_requirements(model: Any) -> ObjectRequirements:
+    """What ``model`` reads from stored annotations: masks for its object tokenizer (unless an online annotator
+    makes them), and MaskInversion embeddings in the encoder's projected space (width ``embed_dim``)."""
+    objects = [tok for tok in model.tokenizers.values() if isinstance(tok, ObjectTokenizer)]
+    if not objects or getattr(model, "object_annotator", None) is not None:
+        return ObjectRequirements()
+    stored = any(not tok.embedding.embeds_from_masks for tok in objects)
+    return ObjectRequirements(masks=True, embedding_width=model.encoder.embed_dim if stored else None)
+
+
+def _at_least(values: dict[str, Any], low: int) -> list[str]:
+    return [f"data.{name}={value!r} (must be an integer >= {low})" for name, value in values.items()
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low)]
 
 
 class ShardDataModule(L.LightningDataModule):
     """Streams WebDataset shards for a ``VLM``.
 
     Args:
-        train, val, predict: shard specs (paths with brace ranges, ``pipe:`` commands, URLs), or lists of them.
+        train, val, predict: shard specs — paths with brace ranges, globs, a directory written by
+            ``tokencompose data convert-llava`` (its ``manifest.json`` lists the shards and their samples),
+            ``pipe:`` commands, URLs — or lists of them. Local shards must exist.
         synthetic: generate the built-in shapes data and use its shards for any split not given.
         batch_size: per device. num_workers: loader processes. seed: shuffling seed (train only).
         shuffle_buffer: samples held for shuffling.
         train_mode: ``resampled`` (fixed batches per rank; ranks never wait on each other) or ``exact``
-            (every sample once per epoch, ranks may differ in batch count). Evaluation is always exact.
+            (every sample once per epoch; over several ranks every rank runs ceil(samples / (ranks x batch))
+            batches, the last block wrapping around, which needs sample counts). Evaluation is always exact.
         train_batches_per_epoch: per rank, for ``resampled``; default: samples / (world size x batch size),
-            samples from the synthetic settings or the converter's ``manifest.json``.
+            the samples of the training shards (synthetic settings or manifests).
         group_by_modality_length: batches of one modality (image or text-only) and similar length.
 
-    The model supplies image size, normalisation, text tokenizer, template and token budget: ``setup`` reads
-    them from the trainer's model, or call ``attach(model)`` to use the module on its own.
+    The model supplies image size, normalisation, text tokenizer, template, token budget and what it reads
+    from stored annotations: ``setup`` reads them from the trainer's model, or call ``attach(model)``.
     """
 
     def __init__(
@@ -129,35 +146,68 @@ class ShardDataModule(L.LightningDataModule):
         group_by_modality_length: bool = False,
     ) -> None:
         super().__init__()
+        problems = _at_least({"batch_size": batch_size, "shuffle_buffer": shuffle_buffer,
+                              "train_batches_per_epoch": train_batches_per_epoch}, 1)
+        problems += _at_least({"num_workers": num_workers}, 0)
+        if train_mode not in ("resampled", "exact"):
+            problems.append(f"data.train_mode={train_mode!r} (allowed: 'resampled', 'exact')")
+        elif train_mode == "exact" and train_batches_per_epoch is not None:
+            problems.append("data.train_batches_per_epoch is for train_mode 'resampled'; an exact epoch is every sample")
+        if problems:
+            raise ValueError(f"ShardDataModule: {'; '.join(problems)}")
         self.synthetic = synthetic
-        self.urls = {"train": _urls(train), "val": _urls(val), "predict": _urls(predict)}
-        if synthetic is not None:
-            for split, source in (("train", "train"), ("val", "val"), ("predict", "val")):
-                self.urls[split] = self.urls[split] or synthetic.split_urls(source)
+        self.specs = {"train": train, "val": val, "predict": predict}
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer
-        if train_mode not in ("resampled", "exact"):
-            raise ValueError(f"ShardDataModule: train_mode={train_mode!r}; allowed: 'resampled', 'exact'")
         self.train_mode = train_mode
         self.train_batches_per_epoch = train_batches_per_epoch
         self.group_by_modality_length = group_by_modality_length
-        self.processor: SampleProcessor | None = None
+        self.processor: SampleProcessor | None = None  # validation, test, predict: the test-time budget
+        self.train_processor: SampleProcessor | None = None  # training: the training budget
         self.collator: Collator | None = None
+        self._shards: dict[str, Shards] = {}
         self._train_loader: EpochLoader | None = None
         self._resume: tuple[int, int] | None = None
+
+    def shards(self, split: str) -> Shards:
+        """The split's shards (resolved, and checked to exist, on first use: synthetic ones are written by
+        ``prepare_data``): the spec given, else the synthetic data's, else none."""
+        if split not in self._shards:
+            spec = self.specs[split]
+            if spec is None and self.synthetic is not None:
+                counts = self.synthetic.split_counts("train" if split == "train" else "val")
+                resolve_shards(list(counts), "data.synthetic")  # written by prepare_data: fail here if not
+                self._shards[split] = Shards(list(counts), counts)
+            else:
+                self._shards[split] = resolve_shards(spec, f"data.{split}")
+        return self._shards[split]
 
     def prepare_data(self) -> None:
         if self.synthetic is not None:
             self.synthetic.write()
 
     def attach(self, model: Any) -> None:
-        """Take preprocessing and text encoding from a ``VLM``."""
+        """Take preprocessing, text encoding and annotation requirements from a ``VLM``.
+
+        The training split sizes sequences with the model's training budget (e.g. oversampled object slots), every
+        other split with its test-time budget, whatever mode the model is in now.
+        """
         encoder = model.encoder
-        self.processor = SampleProcessor(
-            ImageTransform(encoder.image_size, encoder.image_mean, encoder.image_std), model.conversation_encoder()
-        )
+        image = ImageTransform(encoder.image_size, encoder.image_mean, encoder.image_std)
+        processors = {}
+        for training in (True, False):
+            conversations = model.conversation_encoder(training=training)
+            if conversations.max_length <= conversations.visual_tokens_per_image:
+                raise ValueError(
+                    f"model.max_length={conversations.max_length} leaves no room for text after the "
+                    f"{conversations.visual_tokens_per_image} visual tokens of one image: every image sample would "
+                    f"be skipped; set model.max_length above {conversations.visual_tokens_per_image}"
+                )
+            processors[training] = SampleProcessor(image, conversations, objects=object_requirements(model),
+                                                   require_target=training)
+        self.train_processor, self.processor = processors[True], processors[False]
         self.collator = Collator(pad_token_id=model.llm.text_tokenizer.pad_token_id)
 
     def setup(self, stage: str) -> None:
@@ -166,27 +216,40 @@ class ShardDataModule(L.LightningDataModule):
         if self.processor is None:
             raise RuntimeError("ShardDataModule: no model attached; call `attach(model)` or use it with a Trainer")
 
+    def _world(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
+
     def batches_per_rank(self) -> int:
-        """Resampled-mode epoch length per rank."""
+        """Epoch length per rank: ``train_batches_per_epoch``, else from the training shards' sample count
+        (resampled: samples // (world x batch), at least 1; exact: ceil(samples / (world x batch)))."""
         if self.train_batches_per_epoch is not None:
             return self.train_batches_per_epoch
-        samples = self.synthetic.train_samples if self.synthetic is not None else manifest_samples(self.urls["train"])
+        shards = self.shards("train")
+        samples = shards.samples
         if samples is None:
+            unknown = [url for url in shards.urls if url not in shards.counts]
             raise ValueError(
-                "ShardDataModule: set `data.train_batches_per_epoch` (no manifest.json gives the sample count)"
+                f"ShardDataModule: the sample count of {len(unknown)} training shard(s) is unknown (e.g. {unknown[0]}: "
+                "no manifest.json lists it); name a converted directory in `data.train`, or set "
+                "`data.train_batches_per_epoch`" + ("" if self.train_mode == "resampled" else " and use train_mode 'resampled'")
             )
-        world = self.trainer.world_size if self.trainer is not None else 1
-        return max(1, samples // (world * self.batch_size))
+        if samples == 0:
+            raise no_samples_error(shards.urls, Counter(), "the manifests of the training shards list 0 samples")
+        per_step = self._world() * self.batch_size
+        return max(1, samples // per_step) if self.train_mode == "resampled" else math.ceil(samples / per_step)
 
     def _loader(self, split: str, shuffle: bool, mode: Mode = "exact") -> EpochLoader:
-        urls = self.urls[split]
-        if not urls:
+        shards = self.shards(split)
+        if not shards.urls:
             raise ValueError(f"ShardDataModule: no shards for split {split!r}; set `data.{split}` or `data.synthetic`")
+        training = split == "train"
+        even = training and mode == "exact" and self._world() > 1
         stream = ShardStream(
-            urls, self.processor, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed,
-            buffer_size=self.shuffle_buffer, mode=mode,
-            batches_per_rank=self.batches_per_rank() if mode == "resampled" else None,
-            group_by_modality_length=self.group_by_modality_length and split == "train",
+            shards.urls, self.train_processor if training else self.processor, batch_size=self.batch_size,
+            shuffle=shuffle, seed=self.seed, buffer_size=self.shuffle_buffer, mode=mode,
+            batches_per_rank=self.batches_per_rank() if mode == "resampled" or even else None,
+            group_by_modality_length=self.group_by_modality_length and training,
+            counts=shards.counts, even_ranks=even,
         )
         return EpochLoader(stream, num_workers=self.num_workers, collate_fn=self.collator)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from tokencompose.data.shards import EMBEDDINGS_KEY, MASKS_KEY, unpack_masks
+from tokencompose.data.annotations import BadSample, ObjectRequirements, check_objects
 from tokencompose.llm.conversation import IGNORE_INDEX, ConversationEncoder, SequenceTooLong
 from tokencompose.llm.templates import IMAGE_PLACEHOLDER
 from tokencompose.types import ObjectMasks, VLMBatch
@@ -72,22 +73,19 @@ class ImageTransform:
         return square[:, top : top + height, left : left + width]
 
 
-class BadSample(ValueError):
-    """A sample that cannot be trained on; ``reason`` is a short category used for counting."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
 ROLES = ("human", "gpt")
 
 
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders numbers by value: ``2.jpg`` before ``10.jpg``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def sample_images(sample: dict[str, Any]) -> list[Any]:
     """A sample's images in order: the single ``png``/``jpg``/... member, or numbered ones (``0.jpg``, ``1.jpg``,
-    ... — the frames of a video, or several images), sorted by name."""
-    named = sorted(k for k in sample if not k.startswith("__") and k.rsplit(".", 1)[-1] in IMAGE_KEYS)
+    ... ``10.jpg`` — the frames of a video, or several images), in numeric order."""
+    named = sorted((k for k in sample if not k.startswith("__") and k.rsplit(".", 1)[-1] in IMAGE_KEYS), key=natural_key)
     return [sample[k] for k in named]
 
 
@@ -116,39 +114,42 @@ class SampleProcessor:
     """A decoded shard sample -> tensors for one example (runs in data-loader workers).
 
     Raises ``BadSample`` for samples that cannot be used; the stream skips and counts them.
+    ``objects``: what the model reads from stored annotations (None: only their own consistency is checked).
+    ``require_target``: a sample must keep at least one answer token after truncation (training; a sample
+    without one would add nothing but, in a batch of such samples, a NaN loss).
     """
 
     transform: ImageTransform
     conversations: ConversationEncoder
+    objects: ObjectRequirements | None = None
+    require_target: bool = False
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         record = sample.get("json")
         images = sample_images(sample)
         conversation = check_record(record, num_images=len(images))
-        masks = None
-        if MASKS_KEY in sample:
-            if len(images) != 1:
-                raise BadSample("object masks with several images")
-            masks = unpack_masks(sample[MASKS_KEY], int(record["mask_size"][1]))
-        embeddings = sample.get(EMBEDDINGS_KEY)
-        size = self.transform.image_size
-        pixels, mask_tensor = torch.zeros(0, 3, size, size), None
-        if images:
-            transformed = [self.transform(image, masks if i == 0 else None) for i, image in enumerate(images)]
-            pixels = torch.stack([p for p, _ in transformed])  # (M, 3, S, S)
-            mask_tensor = transformed[0][1]
+        stored = check_objects(sample, record, images, self.objects)
         try:
             full, prompt = self.conversations.encode_with_prompt(conversation)
         except SequenceTooLong as error:
             raise BadSample("sequence too long", str(error)) from error
-        scores = [obj.get("score", 1.0) for obj in record.get("objects", [])]
+        if self.require_target and all(label == IGNORE_INDEX for label in full.labels):
+            truncated = self.conversations.expanded_length(full.input_ids) >= self.conversations.max_length
+            raise BadSample("no target after truncation" if truncated else "no target token",
+                            f"max_length={self.conversations.max_length}" if truncated else "no answer to train on")
+        size = self.transform.image_size
+        pixels, mask_tensor = torch.zeros(0, 3, size, size), None
+        if images:
+            transformed = [self.transform(image, stored.masks if i == 0 and stored else None) for i, image in enumerate(images)]
+            pixels = torch.stack([p for p, _ in transformed])  # (M, 3, S, S)
+            mask_tensor = transformed[0][1]
         return {
             "key": sample["__key__"],
             "has_image": bool(images),
             "pixels": pixels,
             "masks": mask_tensor,
-            "scores": torch.tensor(scores[: 0 if mask_tensor is None else mask_tensor.shape[0]], dtype=torch.float),
-            "embeddings": None if embeddings is None else torch.from_numpy(embeddings.astype(np.float32)),
+            "scores": torch.zeros(0) if stored is None else stored.scores,
+            "embeddings": None if stored is None else stored.embeddings,
             "input_ids": full.input_ids,
             "labels": full.labels,
             "prompt_ids": prompt.input_ids,
@@ -177,8 +178,10 @@ def _stack_objects(samples: list[dict[str, Any]], image_size: int) -> ObjectMask
     masks = torch.zeros(images, most, image_size, image_size, dtype=torch.bool)
     scores = torch.zeros(images, most)
     valid = torch.zeros(images, most, dtype=torch.bool)
-    stored = [s["embeddings"] for s in samples if s.get("embeddings") is not None]
-    embeddings = torch.zeros(images, most, stored[0].shape[-1]) if stored else None
+    widths = {s["key"]: s["embeddings"].shape[-1] for s in samples if s.get("embeddings") is not None}
+    if len(set(widths.values())) > 1:  # only without a model's requirements (SampleProcessor.objects) to check
+        raise ValueError(f"Collator: stored object embeddings of different widths in one batch: {widths}")
+    embeddings = torch.zeros(images, most, next(iter(widths.values()))) if widths else None
     row = 0
     for s in samples:
         if s["masks"] is not None and s["masks"].shape[0]:

@@ -17,7 +17,7 @@ def train_and_evaluate(scheme: str, recipe: Path, extra_args: list[str], out: Pa
 
     cli = TokenComposeCLI(args=["--config", str(recipe), *extra_args], run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    result = evaluate(cli.model, "shapes", cli.datamodule.urls["predict"], out / recipe.stem, batch_size=16)
+    result = evaluate(cli.model, "shapes", cli.datamodule.shards("predict").urls, out / recipe.stem, batch_size=16)
     summary = summarise(scheme, sum(cli.model.visual_tokens_per_image().values()), result.records)
     summary.cost = result.cost
     return summary

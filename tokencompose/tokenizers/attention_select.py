@@ -36,7 +36,7 @@ class CLSAttentionSelector(VisualTokenizer):
             tokens = patches.gather(1, index[..., None].expand(-1, -1, patches.shape[-1]))
         return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
 
-    def num_tokens(self, encoder: VisionEncoder) -> int:
+    def num_tokens(self, encoder: VisionEncoder, training: bool = False) -> int:
         return encoder.grid_size**2 if self.keep is None else min(self.keep, encoder.grid_size**2)
 
     def output_width(self, encoder: VisionEncoder) -> int:

@@ -46,8 +46,10 @@ class VisualTokenizer(L.LightningModule):
         return stream.replace(projector(stream.tokens))
 
     @abstractmethod
-    def num_tokens(self, encoder: VisionEncoder) -> int:
-        """Token slots per image that this stream sends to the LLM (the M of ``project``) for this encoder."""
+    def num_tokens(self, encoder: VisionEncoder, training: bool = False) -> int:
+        """Token slots per image that this stream sends to the LLM (the M of ``project``) for this encoder:
+        the most it emits in training with ``training=True``, at test time (its test budget) otherwise —
+        whatever mode the module is in now, so a data pipeline can size sequences for either."""
 
     @abstractmethod
     def output_width(self, encoder: VisionEncoder) -> int:

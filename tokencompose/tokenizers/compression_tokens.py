@@ -29,7 +29,7 @@ class CompressionTokens(VisualTokenizer):
         tokens = self.tokens.to(features.patches.dtype).expand(batch, -1, -1)
         return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
 
-    def num_tokens(self, encoder: VisionEncoder) -> int:
+    def num_tokens(self, encoder: VisionEncoder, training: bool = False) -> int:
         return self.count
 
     def output_width(self, encoder: VisionEncoder) -> int:

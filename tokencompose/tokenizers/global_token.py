@@ -32,7 +32,7 @@ class GlobalTokenizer(VisualTokenizer):
         tokens = token[:, None]  # (B, 1, D)
         return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
 
-    def num_tokens(self, encoder: VisionEncoder) -> int:
+    def num_tokens(self, encoder: VisionEncoder, training: bool = False) -> int:
         return 1
 
     def output_width(self, encoder: VisionEncoder) -> int:

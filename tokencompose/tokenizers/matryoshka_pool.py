@@ -86,8 +86,8 @@ class MatryoshkaPoolTokenizer(VisualTokenizer):
         tokens = nested_avg_pool(projector(stream.tokens), self.scale)  # (B, scale, D_llm)
         return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
 
-    def num_tokens(self, encoder: VisionEncoder) -> int:
-        return self.scales[-1] if self.training else self.scale
+    def num_tokens(self, encoder: VisionEncoder, training: bool = False) -> int:
+        return self.scales[-1] if training else self.scale
 
     def output_width(self, encoder: VisionEncoder) -> int:
         return encoder.hidden_size

@@ -80,10 +80,9 @@ class ObjectTokenizer(VisualTokenizer):
         tokens = tokens * valid[..., None]  # padding slots carry exact zeros
         return TokenStream(tokens, valid)
 
-    @property
-    def budget(self) -> int:
-        """Object slots now: ``train_max_objects`` while training (oversampling), else ``max_objects``."""
-        return self.train_max_objects if self.training and self.train_max_objects is not None else self.max_objects
+    def budget(self, training: bool) -> int:
+        """Object slots: ``train_max_objects`` in training (oversampling), else ``max_objects``."""
+        return self.train_max_objects if training and self.train_max_objects is not None else self.max_objects
 
     def select(self, objects: ObjectMasks) -> tuple[Tensor, Tensor]:
         """ObjectMasks (B, K, ...) -> indices of the kept objects, best first (B, n), valid (B, n); n = budget."""
@@ -91,7 +90,7 @@ class ObjectTokenizer(VisualTokenizer):
         valid = objects.valid & (mask_area(masks) > 0)
         order = objects.scores.float() if self.rank_by == "score" else mask_area(masks)
         keep = valid if self.iou_threshold is None else greedy_mask_nms(masks, order, valid, self.iou_threshold)
-        return select_top_k(order, keep, self.budget)
+        return select_top_k(order, keep, self.budget(self.training))
 
     @staticmethod
     def _gather(values: Tensor, rows: Tensor, index: Tensor) -> Tensor:
@@ -103,8 +102,8 @@ class ObjectTokenizer(VisualTokenizer):
     def attach(self, encoder: VisionEncoder) -> None:
         self.embedding.attach(encoder)
 
-    def num_tokens(self, encoder: VisionEncoder) -> int:
-        return self.budget + int(self.background)
+    def num_tokens(self, encoder: VisionEncoder, training: bool = False) -> int:
+        return self.budget(training) + int(self.background)
 
     def output_width(self, encoder: VisionEncoder) -> int:
         return self.embedding.output_width(encoder)

@@ -41,7 +41,7 @@ class PatchPoolTokenizer(VisualTokenizer):
         tokens = patches.flatten(1, 2)  # (B, g*g, D), raster order
         return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
 
-    def num_tokens(self, encoder: VisionEncoder) -> int:
+    def num_tokens(self, encoder: VisionEncoder, training: bool = False) -> int:
         side = encoder.grid_size if self.grid is None else self.grid
         return side * side
 

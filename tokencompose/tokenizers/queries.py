@@ -85,7 +85,7 @@ class QueryCompressor(VisualTokenizer):
         tokens, _ = self.attention(queries, keys, x, need_weights=False)
         return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
 
-    def num_tokens(self, encoder: VisionEncoder) -> int:
+    def num_tokens(self, encoder: VisionEncoder, training: bool = False) -> int:
         return self.side**2
 
     def output_width(self, encoder: VisionEncoder) -> int:
@@ -152,8 +152,8 @@ class MatryoshkaQueryTransformer(VisualTokenizer):
         tokens, _ = self.attention(queries.expand(values.shape[0], -1, -1), keys, values, need_weights=False)
         return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
 
-    def num_tokens(self, encoder: VisionEncoder) -> int:
-        return self.num_queries if self.training else (self.active or self.num_queries)
+    def num_tokens(self, encoder: VisionEncoder, training: bool = False) -> int:
+        return self.num_queries if training else (self.active or self.num_queries)
 
     def output_width(self, encoder: VisionEncoder) -> int:
         return encoder.hidden_size
