@@ -100,8 +100,8 @@ def test_damaged_and_repeated_shards_missing_fields_and_nan_labels_are_counted(m
     with tarfile.open(damaged) as tar:  # cut exactly before a member's header: tarfile itself sees a short shard
         cut = tar.getmembers()[4].offset
     damaged.write_bytes(damaged.read_bytes()[:cut])
-    readable = load_records([str(damaged)])  # what survives of the damaged shard (the records before the fault)
-    assert sorted(readable) == ["c0", "c1"]
+    readable = load_records([str(damaged)])  # what survives of the damaged shard (the records before the fault;
+    assert sorted(readable) == ["c0"]  # the sample read when the tar ends may be incomplete, so it is dropped)
 
     caplog.set_level(logging.WARNING)
     urls = [str(good), str(odd), str(damaged), str(shards / "." / good.name)]  # the first shard again, respelled
@@ -109,8 +109,8 @@ def test_damaged_and_repeated_shards_missing_fields_and_nan_labels_are_counted(m
     issues = result.report["issues"]
     assert issues["shard given twice (read once)"] == {"count": 1, "examples": [urls[3]]}
     assert issues["unreadable shard (records after the fault are missing)"]["count"] == 1
-    assert issues["unreadable shard (records after the fault are missing)"]["examples"] == [
-        f"{damaged}: no end-of-archive marker (cut short)"]
+    (example,) = issues["unreadable shard (records after the fault are missing)"]["examples"]
+    assert example.startswith(f"{damaged}: ShardError") and "cut at a member boundary" in example
     assert issues["corrupt json record"] == {"count": 1, "examples": [f"{odd}:b2"]}
     assert issues["missing field 'references'"] == {"count": 1, "examples": ["b1"]}
     assert issues["label is not a string (e.g. NaN): scored positive, as eval_pope.py"]["examples"] == ["b0"]
@@ -169,7 +169,7 @@ def test_a_shard_cut_inside_a_member_keeps_the_records_before_the_fault(tmp_path
     tally = Tally()
     assert sorted(load_records([str(shard)], tally)) == ["c0", "c1"]
     (place,) = tally.places["unreadable shard (records after the fault are missing)"]
-    assert place.startswith(f"{shard}: ReadError")
+    assert place.startswith(f"{shard}: ShardError") and "truncated shard after 2 samples" in place
 
 
 def test_generated_answers_are_stripped_once_at_generation(model, make_batch, monkeypatch):

@@ -60,8 +60,9 @@ def unique_shards(urls: list[str], tally: Tally) -> list[str]:
 
 def load_records(shards: list[str], tally: Tally | None = None) -> dict[str, dict[str, Any]]:
     """Sample key -> its JSON record (references and metadata for scoring), without decoding images. A shard
-    that cannot be read (to its end) keeps the records read before the fault; bad samples are skipped; a key
-    seen again keeps its first record. Everything left out is counted in ``tally``."""
+    that cannot be read to its end (``iterate_shard`` raises for a cut or corrupt tar) keeps the records read
+    before the fault; bad samples are skipped; a key seen again keeps its first record. Everything left out is
+    counted in ``tally``."""
     tally = tally if tally is not None else Tally()
     records: dict[str, dict[str, Any]] = {}
     for url in shards:
@@ -71,26 +72,10 @@ def load_records(shards: list[str], tally: Tally | None = None) -> dict[str, dic
         except Exception as error:  # noqa: BLE001 - a damaged shard is reported, never fatal
             tally.add(UNREADABLE, f"{url}: {type(error).__name__}: {error}")
             continue
-        if truncated(url):
-            tally.add(UNREADABLE, f"{url}: no end-of-archive marker (cut short)")
     return records
 
 
 UNREADABLE = "unreadable shard (records after the fault are missing)"
-
-
-def truncated(url: str) -> bool:
-    """A local tar that does not end in the two zero blocks every tar writer closes with: cut short. Python's
-    tarfile reads such a file to its last whole header without any error, silently losing the rest."""
-    path = Path(url)
-    if "://" in url or url.startswith("pipe:") or not path.is_file():
-        return False  # streams and remote shards: only read errors are seen
-    size = path.stat().st_size
-    if size < 1024 or size % 512:
-        return True
-    with path.open("rb") as f:
-        f.seek(size - 1024)
-        return f.read(1024) != bytes(1024)
 
 
 def _add(records: dict[str, dict[str, Any]], raw: dict[str, Any], url: str, tally: Tally) -> None:
