@@ -102,3 +102,18 @@ def test_conversation_encoder_pickles_for_spawned_workers(text_tokenizer):
     encoder.encode(CONVERSATION)
     copy = pickle.loads(pickle.dumps(encoder))
     assert copy.encode(CONVERSATION) == encoder.encode(CONVERSATION)
+
+
+def test_plain_refuses_what_preprocess_plain_asserts_against():
+    """haotian-liu/LLaVA ``llava/train/train.py`` ``preprocess_plain``: ``assert len(source) == 2`` and
+    ``assert DEFAULT_IMAGE_TOKEN in source[0]['value']``; here a clear, countable refusal instead of a crash."""
+    import pytest
+
+    from tokencompose.llm.templates import PlainTemplate, TemplateMismatch
+
+    text_only = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]
+    with pytest.raises(TemplateMismatch, match="no <image>"):
+        PlainTemplate().segments(text_only, None)
+    four = [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}] * 2
+    with pytest.raises(TemplateMismatch, match="4 turns"):
+        PlainTemplate().segments(four, None)

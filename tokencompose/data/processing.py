@@ -14,7 +14,7 @@ from torch import Tensor
 
 from tokencompose.data.annotations import BadSample, ObjectRequirements, check_objects
 from tokencompose.llm.conversation import IGNORE_INDEX, ConversationEncoder, SequenceTooLong
-from tokencompose.llm.templates import IMAGE_PLACEHOLDER
+from tokencompose.llm.templates import IMAGE_PLACEHOLDER, TemplateMismatch
 from tokencompose.types import ObjectMasks, VLMBatch
 
 
@@ -133,6 +133,8 @@ class SampleProcessor:
             full, prompt = self.conversations.encode_with_prompt(conversation)
         except SequenceTooLong as error:
             raise BadSample("sequence too long", str(error)) from error
+        except TemplateMismatch as error:
+            raise BadSample("template mismatch", str(error)) from error
         if self.require_target and all(label == IGNORE_INDEX for label in full.labels):
             truncated = self.conversations.expanded_length(full.input_ids) >= self.conversations.max_length
             raise BadSample("no target after truncation" if truncated else "no target token",

@@ -22,6 +22,11 @@ class Segment:
     is_target: bool
 
 
+class TemplateMismatch(ValueError):
+    """This template cannot render this conversation (e.g. ``plain`` needs one image and one answer); the data
+    pipeline skips and counts such a sample."""
+
+
 def prompt_turns(conversation: list[dict[str, str]], add_generation_prompt: bool) -> list[dict[str, str]]:
     """The turns to render: for a generation prompt, a final answer is left out (the model writes it)."""
     if add_generation_prompt and len(conversation) % 2 == 0:
@@ -73,7 +78,11 @@ class ChatTemplate(ABC):
 
 
 class PlainTemplate(ChatTemplate):
-    """LLaVA stage-1 ``plain``: ``<image>`` then the caption and a newline; only the caption is a target."""
+    """LLaVA stage-1 ``plain``: ``<image>`` then the caption and a newline; only the caption is a target.
+
+    As LLaVA's ``preprocess_plain`` (haotian-liu/LLaVA ``llava/train/train.py``), which asserts two turns and an
+    ``<image>`` in the first, a conversation of another shape (text-only, multi-turn) is refused.
+    """
 
     def segments(
         self,
@@ -82,6 +91,10 @@ class PlainTemplate(ChatTemplate):
         add_generation_prompt: bool = False,
     ) -> list[Segment]:
         check_conversation(conversation)
+        if IMAGE_PLACEHOLDER not in conversation[0]["value"]:
+            raise TemplateMismatch("plain template: the first turn has no <image> (stage 1 needs an image sample)")
+        if len(conversation) > 2:
+            raise TemplateMismatch(f"plain template: {len(conversation)} turns; it renders one image and one answer")
         out = [Segment(IMAGE_PLACEHOLDER, False)]
         if not add_generation_prompt:
             out.append(Segment(conversation[1]["value"] + "\n", True))
