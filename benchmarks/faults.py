@@ -1,7 +1,8 @@
-"""Fault injection: builds each bad input itself, feeds it to the data pipeline, prints what happens.
+"""Fault injection: builds each bad input itself, feeds it to the data pipeline and the tools around it
+(``fault_cases_tools.py``: convert-llava, annotate, eval, fit, weights), prints what happens.
 
-Every case runs in this process on CPU against the tiny Mask-LLaVA recipe's model (a few seconds each, well
-under two minutes in all). The table goes to ``benchmarks/RESULTS.md``.
+Every case runs in this process on CPU against the tiny Mask-LLaVA recipe's model (a few seconds each, about
+two minutes in all). The table goes to ``benchmarks/RESULTS.md``.
 
     uv run python benchmarks/faults.py
 """
@@ -24,6 +25,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
+from fault_cases_tools import CASES as TOOL_CASES  # noqa: E402
 
 from tokencompose.cli import TokenComposeCLI
 from tokencompose.data import (
@@ -37,6 +39,7 @@ from tokencompose.data.processing import sample_images
 from tokencompose.data.shards import EMBEDDINGS_KEY, MASKS_KEY, decode_sample, encode_npy
 
 REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes/tiny/mask_llava.yaml"
 
 
 class CountingHandler(logging.Handler):
@@ -56,6 +59,19 @@ class Context:
     model: object
     synthetic: SyntheticShapes
     logs: CountingHandler
+    note: str = ""
+
+    def fresh_model(self, *overrides: str):
+        """A new model from the tiny recipe, with command-line overrides."""
+        return TokenComposeCLI(args=["--config", str(RECIPE), "--trainer.logger", "false", *overrides], run=False).model
+
+    def batch(self, model) -> object:
+        from tokencompose.data import Collator
+
+        data = ShardDataModule(train=self.synthetic.split_urls("train")[0], batch_size=4)
+        data.attach(model)
+        samples = [data.train_processor(decode_sample(self.good(i))) for i in range(4)]
+        return Collator(pad_token_id=model.llm.text_tokenizer.pad_token_id)(samples)
 
     def data(self, **settings) -> ShardDataModule:
         data = ShardDataModule(**settings)
@@ -146,7 +162,7 @@ def max_length_below_visual(ctx: Context) -> str:
 
 def max_length_below_text(ctx: Context) -> str:
     data = ctx.data(synthetic=ctx.synthetic)
-    data.processor.conversations.max_length = 20
+    data.train_processor.conversations.max_length = 20
     list(data.train_dataloader())
     return "trained"
 
@@ -305,19 +321,18 @@ def main() -> None:
     logging.getLogger("tokencompose").propagate = False  # counted, not printed
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cli = TokenComposeCLI(args=["--config", str(REPO / "recipes/tiny/mask_llava.yaml"), "--trainer.logger", "false"],
-                              run=False)
+        cli = TokenComposeCLI(args=["--config", str(RECIPE), "--trainer.logger", "false"], run=False)
         synthetic = SyntheticShapes(root=str(root / "synthetic"), train_samples=64, val_samples=16, samples_per_shard=16)
         synthetic.write()
         ctx = Context(root, cli.model, synthetic, logs)
-        print(f"# data faults — {machine()}; tiny Mask-LLaVA (CLS + 2x2 patches + 6 objects = 11 visual tokens)\n")
+        print(f"# faults — {machine()}; tiny Mask-LLaVA (CLS + 2x2 patches + 6 objects = 11 visual tokens)\n")
         print("| case | what happens | s |")
         print("|---|---|---|")
         total = time.perf_counter()
-        for name, case in CASES:
+        for name, case in CASES + TOOL_CASES:
             said, seconds = outcome(case, ctx)
             print(f"| {name} | {said} | {seconds:.2f} |", flush=True)
-        print(f"\n{len(CASES)} cases in {time.perf_counter() - total:.0f} s; {logs.records} warning lines "
+        print(f"\n{len(CASES) + len(TOOL_CASES)} cases in {time.perf_counter() - total:.0f} s; {logs.records} warning lines "
               f"({logs.bytes / 1024:.0f} KiB) logged in all.")
 
 
