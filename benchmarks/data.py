@@ -62,7 +62,7 @@ def loader_rate(shards: str, workers: int) -> float:
     model.encoder.image_size = 336  # preprocessing at LLaVA's size; the model itself is not run here
     model.max_length = 2048
     data = ShardDataModule(val=shards, batch_size=16, num_workers=workers)
-    data.attach(model)
+    data.transform = model.data_transform()
     loader = data.val_dataloader()
     start = time.perf_counter()
     count = sum(len(batch) for batch in loader)
@@ -110,7 +110,7 @@ def data_wait(workers: int, steps: int, in_memory: bool = False) -> tuple[float,
     cli.trainer.callbacks.append(timer)
     if in_memory:
         cli.datamodule.prepare_data()
-        cli.datamodule.attach(cli.model)
+        cli.datamodule.transform = cli.model.data_transform()
         batches = list(itertools.islice(iter(cli.datamodule.train_dataloader()), 64))
         cli.trainer.fit(cli.model, train_dataloaders=Replay(batches, steps))
     else:

@@ -66,17 +66,11 @@ class Context:
         return TokenComposeCLI(args=["--config", str(RECIPE), "--trainer.logger", "false", *overrides], run=False).model
 
     def batch(self, model) -> object:
-        from tokencompose.data import Collator
-
-        data = ShardDataModule(train=self.synthetic.split_urls("train")[0], batch_size=4)
-        data.attach(model)
-        samples = [data.train_processor(decode_sample(self.good(i))) for i in range(4)]
-        return Collator(pad_token_id=model.llm.text_tokenizer.pad_token_id)(samples)
+        transform = model.data_transform()
+        return transform.collator()([transform.processor(training=True)(decode_sample(self.good(i))) for i in range(4)])
 
     def data(self, **settings) -> ShardDataModule:
-        data = ShardDataModule(**settings)
-        data.attach(self.model)
-        return data
+        return ShardDataModule(**settings, transform=self.model.data_transform())
 
     def good(self, index: int = 0) -> dict:
         if not hasattr(self, "_good"):
@@ -152,12 +146,8 @@ def all_corrupt_exact(ctx: Context) -> str:
 
 
 def max_length_below_visual(ctx: Context) -> str:
-    ctx.model.max_length = 8
-    try:
-        ctx.data()
-    finally:
-        ctx.model.max_length = 128
-    return "attached"
+    ctx.fresh_model("--model.max_length", "8")
+    return "built"
 
 
 def max_length_below_text(ctx: Context) -> str:
@@ -311,7 +301,7 @@ def outcome(case: Callable[[Context], str], ctx: Context) -> tuple[str, float]:
     try:
         said = case(ctx)
     except Exception as error:  # noqa: BLE001 - the outcome is what we report
-        said = f"**{type(error).__name__}**: {str(error).splitlines()[0]}"
+        said = f"**{type(error).__name__}**: {' '.join(str(error).split())}"
     return said.replace("|", "\\|").replace(str(ctx.root), "…"), time.perf_counter() - start
 
 

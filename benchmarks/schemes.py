@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -19,12 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SIZES, machine  # noqa: E402
 
 from tokencompose.data.datamodule import SyntheticShapes
-from tokencompose.data.processing import Collator, ImageTransform, SampleProcessor
 from tokencompose.data.shards import decode_sample
 from tokencompose.data.synthetic import ShapesGenerator, shapes_text_tokenizer
 from tokencompose.encoders import HFCLIPEncoder
 from tokencompose.eval.cost import measure_cost
-from tokencompose.llm import CausalLM, FastV, ModalityPreFusion
+from tokencompose.llm import CausalLM, FastV, HideBehindStream, ModalityPreFusion
 from tokencompose.model import VLM
 from tokencompose.tokenizers import (
     CLSAttentionSelector,
@@ -48,28 +48,25 @@ def schemes(grid: int):
     return {
         "LLaVA-1.5 (all patches)": (lambda: {"patch": PatchPoolTokenizer(grid=None)}, None),
         "FastV (K=2, drop 50 %)": (lambda: {"patch": PatchPoolTokenizer(grid=None)},
-                                   lambda: {"llm_pruner": FastV(layer=2, drop_ratio=0.5), "eager": True}),
+                                   lambda: {"decoding": FastV(layer=2, drop_ratio=0.5), "eager": True}),
         "VoCo-LLaMA (576 + 1, image hidden after)": (
-            lambda: {"patch": PatchPoolTokenizer(grid=None), "voco": CompressionTokens(count=1)},
-            lambda: {"summary_stream": "voco"}),
+            lambda: {"patch": PatchPoolTokenizer(grid=None), "voco": partial(CompressionTokens, count=1)},
+            lambda: {"attention": HideBehindStream("voco")}),
         "Mask-LLaVA (1 + 6x6 + 20)": (lambda: {"cls": GlobalTokenizer(), "patch": PatchPoolTokenizer(grid=6),
                                                "objects": ObjectTokenizer(max_objects=20)}, None),
         "M3 @ 36": (lambda: {"patch": MatryoshkaPoolTokenizer(scales=(1, 36, grid * grid), scale=36)}, None),
-        "MQT @ 16": (lambda: {"patch": MatryoshkaQueryTransformer(num_queries=64, heads=4, active=16)}, None),
+        "MQT @ 16": (lambda: {"patch": partial(MatryoshkaQueryTransformer, num_queries=64, heads=4, active=16)}, None),
         "FasterVLM (keep 10%)": (lambda: {"patch": CLSAttentionSelector(keep=grid * grid // 10)}, None),
         "LLaVA-Mini (1 token + 4 pre-fusion layers)": (
-            lambda: {"patch": PatchPoolTokenizer(grid=None), "compressed": QueryCompressor(side=1, heads=4)},
-            lambda: {"prefusion": ModalityPreFusion(num_layers=4, context="patch")}),
+            lambda: {"patch": PatchPoolTokenizer(grid=None), "compressed": partial(QueryCompressor, side=1, heads=4)},
+            lambda: {"text_fusion": partial(ModalityPreFusion, num_layers=4, context="patch")}),
     }
 
 
 def cached_tokens(model, tokens: float, layers: int) -> float:
     """Visual tokens whose keys and values stay in the cache of a ``layers``-deep LLM, averaged over layers
     (FastV keeps all of them below layer K)."""
-    if model.llm_pruner is None:
-        return tokens
-    kept = tokens - round(model.llm_pruner.drop_ratio * tokens)
-    return (model.llm_pruner.layer * tokens + (layers - model.llm_pruner.layer) * kept) / layers
+    return tokens * model.decoding.kept_fraction(round(tokens), layers)
 
 
 def kv_bytes_per_token(config, dtype_bytes: int) -> int:
@@ -106,9 +103,10 @@ def main() -> None:
         chosen = eager if options.pop("eager", False) else llm
         model = VLM(encoder=encoder, tokenizers=tokenizers(), llm=chosen, max_length=4096, max_new_tokens=8,
                     **options).to(device, dtype).eval()
-        processor = SampleProcessor(ImageTransform(336, encoder.image_mean, encoder.image_std), model.conversation_encoder())
+        transform = model.data_transform()
+        processor = transform.processor(training=False)
         samples = [processor(decode_sample(SyntheticShapes._encode(generator, i))) for i in range(args.samples)]
-        batch = Collator(pad_token_id=tokenizer.pad_token_id)(samples)
+        batch = transform.collator()(samples)
         batch.pixels = batch.pixels.to(device, dtype)
         with torch.no_grad():
             visual = model.encode_images(batch.pixels, batch.objects)

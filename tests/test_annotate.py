@@ -81,7 +81,7 @@ def test_training_reads_stored_annotations(shards, tmp_path, text_tokenizer):
                     "objects": ObjectTokenizer(MaskInversionEmbedding(to_patch_width=True), max_objects=4)},
     )
     data = ShardDataModule(train=str(output / "a.tar"), val=str(output / "a.tar"), batch_size=4)
-    data.attach(model)
+    data.transform = model.data_transform()
     batch = next(iter(data.val_dataloader()))
     assert batch.objects.embeddings is not None and batch.objects.embeddings.shape[-1] == model.encoder.embed_dim
     _, loss = model(batch)

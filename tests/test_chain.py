@@ -26,7 +26,7 @@ def test_convert_annotate_fit_eval_on_folders(tmp_path):
     # the stage-1 recipe, reading the stored masks and MaskInversion embeddings instead of annotating online
     recipe = REPO / "recipes/tiny/mask_llava_stage1.yaml"
     cli = TokenComposeCLI(args=[
-        "--config", str(recipe), "--model.object_annotator", "null", "--trainer.inference_mode", "true",
+        "--config", str(recipe), "--model.object_source", "null", "--trainer.inference_mode", "true",
         "--data.synthetic", "null", "--data.train", str(annotated), "--data.val", str(annotated),
         "--data.batch_size", "4", "--trainer.max_steps", "4", "--trainer.val_check_interval", "4",
         "--trainer.limit_val_batches", "1", "--trainer.logger", "false", "--trainer.callbacks", "[]",

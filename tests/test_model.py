@@ -90,7 +90,7 @@ def test_online_annotator_with_no_objects_gives_the_background_token_only_and_tr
         text_tokenizer,
         tokenizers={"cls": GlobalTokenizer(), "patch": PatchPoolTokenizer(grid=2),
                     "objects": ObjectTokenizer(MaskInversionEmbedding(to_patch_width=True), max_objects=3)},
-        object_annotator=ObjectAnnotator(GroundTruthMasks(MaskPostprocess(background=True)), MaskInversionSettings(iterations=2)),
+        object_source=ObjectAnnotator(GroundTruthMasks(MaskPostprocess(background=True)), MaskInversionSettings(iterations=2)),
     )
     batch = make_batch(model, count=2)
     batch.objects = None  # images without any object

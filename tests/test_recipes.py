@@ -144,7 +144,7 @@ def test_kv_cache_on_and_off_give_the_same_greedy_answers_for_every_scheme(recip
     cli = TokenComposeCLI(args=["--config", str(recipe), *small_data(synthetic_root), "--model.init_weights", "null"], run=False)
     model = cli.model.eval()
     data = ShardDataModule(val=str(synthetic_root / "val-000000.tar"), batch_size=4)
-    data.attach(model)
+    data.transform = model.data_transform()
     batch = next(iter(data.val_dataloader()))
-    with torch.enable_grad() if model.object_annotator is not None else torch.no_grad():
+    with torch.enable_grad() if model.needs_autograd else torch.no_grad():
         assert model.generate(batch, max_new_tokens=4, use_cache=True) == model.generate(batch, max_new_tokens=4, use_cache=False)

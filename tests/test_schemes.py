@@ -2,6 +2,7 @@
 
 
 import copy
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -11,8 +12,9 @@ from torch.testing import assert_close
 from tests.conftest import build_mask_llava
 from tests.recipe_utils import REPO, ParseOnlyCLI, small_data
 from tokencompose.cli import TokenComposeCLI
-from tokencompose.llm import ModalityPreFusion
+from tokencompose.llm import HideBehindStream, ModalityPreFusion, PlainDecoding
 from tokencompose.tokenizers import (
+    AverageOverBudgets,
     CLSAttentionSelector,
     MatryoshkaPoolTokenizer,
     PatchPoolTokenizer,
@@ -22,9 +24,9 @@ from tokencompose.tokenizers import (
 
 def llava_mini(text_tokenizer, **overrides):
     parts = dict(
-        tokenizers={"patch": PatchPoolTokenizer(grid=None), "compressed": QueryCompressor(side=1, heads=4)},
+        tokenizers={"patch": PatchPoolTokenizer(grid=None), "compressed": partial(QueryCompressor, side=1, heads=4)},
         scaler=None,
-        prefusion=ModalityPreFusion(num_layers=2, context="patch"),
+        text_fusion=partial(ModalityPreFusion, num_layers=2, context="patch"),
     )
     return build_mask_llava(text_tokenizer, **{**parts, **overrides})
 
@@ -32,28 +34,25 @@ def llava_mini(text_tokenizer, **overrides):
 def test_llava_mini_sends_one_token_per_image_and_trains(text_tokenizer, make_batch):
     model = llava_mini(text_tokenizer)
     assert model.visual_tokens_per_image() == {"compressed": 1}
-    assert type(model.prefusion.layers[0]) is type(model.llm.model.model.layers[0])  # the LLM's own layer kind
+    assert type(model.text_fusion.layers[0]) is type(model.llm.model.model.layers[0])  # the LLM's own layer kind
     batch = make_batch(model, count=3)
     fused = model.fuse(batch)
     assert fused.inputs_embeds.shape[1] == batch.input_ids.shape[1]  # the placeholder became exactly one token
     _, loss = model(batch)
     loss.backward()
-    assert model.prefusion.layers[0].mlp.down_proj.weight.grad.abs().sum() > 0
+    assert model.text_fusion.layers[0].mlp.down_proj.weight.grad.abs().sum() > 0
     assert model.tokenizers["compressed"].queries.grad is not None
 
 
 def multi_turn_batch(model, answer: str):
     from tests.conftest import raw_samples
-    from tokencompose.data.processing import Collator, ImageTransform, SampleProcessor
-
     sample = raw_samples(1)[0]
     sample["json"] = dict(sample["json"], conversations=[
         {"from": "human", "value": "<image>\nwhat color is the circle ?"}, {"from": "gpt", "value": answer},
         {"from": "human", "value": "how many shapes are there ?"}, {"from": "gpt", "value": "two"},
     ])
-    encoder = model.encoder
-    processor = SampleProcessor(ImageTransform(64, encoder.image_mean, encoder.image_std), model.conversation_encoder())
-    return Collator(pad_token_id=0)([processor(sample)])
+    transform = model.data_transform()
+    return transform.collator()([transform.processor(training=False)(sample)])
 
 
 def test_prefusion_never_sees_answers(text_tokenizer):
@@ -71,7 +70,8 @@ def test_prefusion_never_sees_answers(text_tokenizer):
 
 
 def test_m3_training_loss_is_the_mean_over_scales(text_tokenizer, make_batch):
-    model = build_mask_llava(text_tokenizer, tokenizers={"patch": MatryoshkaPoolTokenizer(scales=(1, 4, 64))}, scaler=None)
+    model = build_mask_llava(text_tokenizer, tokenizers={"patch": MatryoshkaPoolTokenizer(scales=(1, 4, 64))}, scaler=None,
+                             budget_schedule=AverageOverBudgets("patch"))
     batch = make_batch(model, count=2)
     model.train()
     per_scale = []
@@ -155,9 +155,9 @@ def voco(text_tokenizer):
 
     return build_mask_llava(
         text_tokenizer,
-        tokenizers={"patch": PatchPoolTokenizer(grid=None), "voco": CompressionTokens(count=2)},
+        tokenizers={"patch": PatchPoolTokenizer(grid=None), "voco": partial(CompressionTokens, count=2)},
         scaler=None,
-        summary_stream="voco",
+        attention=HideBehindStream("voco"),
         llm=CausalLM(text_tokenizer=text_tokenizer, config={**TINY_LLAMA, "attn_implementation": "eager"}),
     ).eval()
 
@@ -168,11 +168,12 @@ def test_voco_text_after_the_summary_never_attends_to_the_image(text_tokenizer, 
     fused = model.fuse(batch)
     summary = fused.visual_kind == 1  # the voco stream
     first = summary.float().argmax(1)
+    last = summary.shape[1] - 1 - summary.flip(1).float().argmax(1)
     with torch.no_grad():
         out = model.llm.model(inputs_embeds=fused.inputs_embeds, attention_mask=fused.attention(),
                               position_ids=fused.position_ids, output_attentions=True)
     for row in range(2):
-        after = fused.summary_end[row] + 1
+        after = last[row] + 1
         for layer in out.attentions:
             assert layer[row, :, after:, : first[row]].abs().max() == 0  # not the image, not the system prompt
             assert layer[row, :, after:, first[row] : after].sum() > 0  # but the summary tokens, yes
@@ -198,7 +199,7 @@ def fastv_model(text_tokenizer, drop_ratio=0.5, layer=1, rerank_each_step=False)
         tokenizers={"patch": PatchPoolTokenizer(grid=None)},
         scaler=None,
         llm=CausalLM(text_tokenizer=text_tokenizer, config={**TINY_LLAMA, "attn_implementation": "eager"}),
-        llm_pruner=FastV(layer=layer, drop_ratio=drop_ratio, rerank_each_step=rerank_each_step),
+        decoding=FastV(layer=layer, drop_ratio=drop_ratio, rerank_each_step=rerank_each_step),
     ).eval()
 
 
@@ -207,8 +208,8 @@ def test_fastv_with_ratio_zero_is_no_pruning(text_tokenizer, make_batch):
     batch = make_batch(model, count=3)
     prompt = model.fuse(batch, for_generation=True)
     plain = model.llm(prompt.inputs_embeds, prompt.attention(), prompt.position_ids).logits[:, -1]
-    assert_close(model.llm_pruner.stepper(model.llm, prompt, use_cache=True).first(), plain, atol=1e-5, rtol=1e-4)
-    pruned, model.llm_pruner = model.generate(batch, max_new_tokens=4), None
+    assert_close(model.decoding.stepper(model.llm, prompt, use_cache=True).first(), plain, atol=1e-5, rtol=1e-4)
+    pruned, model.decoding = model.generate(batch, max_new_tokens=4), PlainDecoding()
     assert pruned == model.generate(batch, max_new_tokens=4)
 
 
@@ -216,7 +217,7 @@ def test_fastv_drops_the_least_attended_visual_tokens(text_tokenizer, make_batch
     model = fastv_model(text_tokenizer, drop_ratio=0.5, layer=1)
     batch = make_batch(model, count=2)
     prompt = model.fuse(batch, for_generation=True)
-    stepper = model.llm_pruner.stepper(model.llm, prompt, use_cache=True)
+    stepper = model.decoding.stepper(model.llm, prompt, use_cache=True)
     stepper.first()
     assert stepper.keep.shape[1] == prompt.inputs_embeds.shape[1] - 32  # half of the 64 visual tokens
     with torch.no_grad():
@@ -248,7 +249,7 @@ def test_prefusion_reads_detached_text_embeddings(text_tokenizer, make_batch):
     loss.backward()
     table = model.llm.model.get_input_embeddings().weight
     assert table.grad is None or not table.grad.any()
-    assert model.prefusion.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    assert model.text_fusion.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
 
 
 def test_text_only_samples_are_prefused_with_a_zero_image(text_tokenizer, make_batch):
@@ -256,27 +257,28 @@ def test_text_only_samples_are_prefused_with_a_zero_image(text_tokenizer, make_b
     image gets ``torch.zeros(1, 3, crop, crop)``, and ``encode_images_mini`` pre-fuses every sample's text with its
     image, so a text-only sample's text is fused with the blank image's tokens."""
     from tests.conftest import raw_samples
-    from tokencompose.data.processing import Collator, ImageTransform, SampleProcessor
 
     model = llava_mini(text_tokenizer).eval()
     sample = raw_samples(1)[0]
     text_only = {"__key__": "t", "json": dict(sample["json"], conversations=[
         {"from": "human", "value": "what color is the circle ?"}, {"from": "gpt", "value": "red"}])}
-    processor = SampleProcessor(ImageTransform(64, model.encoder.image_mean, model.encoder.image_std),
-                                model.conversation_encoder())
-    batch = Collator(pad_token_id=0)([processor(sample), processor(text_only)])
+    transform = model.data_transform()
+    processor = transform.processor(training=False)
+    batch = transform.collator()([processor(sample), processor(text_only)])
     with torch.no_grad():
         fused = model.fuse(batch).inputs_embeds[1]  # the text-only sample: no visual token, same length as its ids
         blank = model.encode_images(torch.zeros(1, 3, 64, 64))
         to_llm = model.llm_positions(blank)
         instruction = batch.attention_mask[1:].bool() & (batch.labels[1:] == -100)
-        expected, _ = model.prefusion(blank.tokens[:, ~to_llm], blank.valid[:, ~to_llm], blank.tokens[:, to_llm],
-                                      model.llm.embed(batch.input_ids[1:]), instruction)
+        expected, _ = model.text_fusion.run_layers(blank.tokens[:, ~to_llm], blank.valid[:, ~to_llm],
+                                                   blank.tokens[:, to_llm], model.llm.embed(batch.input_ids[1:]),
+                                                   instruction)
     length = int(batch.attention_mask[1].sum())
     assert_close(fused[:length], expected[0, :length])
     plain = model.llm.embed(batch.input_ids[1:])[0, :length]
     assert not torch.allclose(fused[:length][instruction[0, :length]], plain[instruction[0, :length]])
-    unfused = llava_mini(text_tokenizer, prefusion=ModalityPreFusion(num_layers=2, context="patch", text_only="unfused"))
+    unfused = llava_mini(text_tokenizer,
+                         text_fusion=partial(ModalityPreFusion, num_layers=2, context="patch", text_only="unfused"))
     unfused.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert_close(unfused.eval().fuse(batch).inputs_embeds[1, :length], plain)
@@ -306,7 +308,7 @@ def test_mqt_resumed_run_draws_the_same_query_counts(synthetic_root, tmp_path):
     straight = fit_tiny("mqt.yaml", synthetic_root, 10, tmp_path / "a")
     checkpoint = next((tmp_path / "a").glob("*step=5*.ckpt"))
     state = torch.load(checkpoint, weights_only=True)
-    assert "tokenizers.patch._extra_state" in state["state_dict"]
+    assert "budget_schedule._extra_state" in state["state_dict"]
     resumed = fit_tiny("mqt.yaml", synthetic_root, 10, tmp_path / "b", ckpt_path=str(checkpoint))
     assert sorted(resumed) == list(range(6, 11))
     assert [resumed[s] for s in range(6, 11)] == [straight[s] for s in range(6, 11)]
@@ -368,7 +370,7 @@ def test_fastv_rerank_each_step_reselects_from_the_newest_token(text_tokenizer, 
 
     model = fastv_model(text_tokenizer, drop_ratio=0.5, layer=1, rerank_each_step=True)
     prompt = model.fuse(make_batch(model, count=2), for_generation=True)
-    recorder = RecordingStepper(model.llm_pruner.stepper(model.llm, prompt, use_cache=True))  # the cache is dropped
+    recorder = RecordingStepper(model.decoding.stepper(model.llm, prompt, use_cache=True))  # the cache is dropped
     assert recorder.stepper.cache is None
     greedy_generate(model.llm, prompt, 5, stepper=recorder)
     assert len(recorder.steps) == 5

@@ -33,15 +33,15 @@ def test_the_optimizer_holds_exactly_the_trainable_parameters(recipe, synthetic_
     assert {g["name"] for g in groups} <= {name for name, _ in model.named_children()}
 
 
-def test_prefusion_has_its_own_learning_rate(text_tokenizer):
+def test_text_fusion_has_its_own_learning_rate(text_tokenizer):
     from tests.test_schemes import llava_mini
 
     with pytest.raises(ValueError, match=r"learning_rates: unknown part\(s\) \['projector'\]"):
         llava_mini(text_tokenizer, optimization=Optimization(learning_rates={"projector": 1e-3}))
-    model = llava_mini(text_tokenizer, optimization=Optimization(lr=1e-4, learning_rates={"prefusion": 1e-2}))
+    model = llava_mini(text_tokenizer, optimization=Optimization(lr=1e-4, learning_rates={"text_fusion": 1e-2}))
     groups = {g["name"]: g for g in model.parameter_groups()}
-    assert groups["prefusion"]["lr"] == 1e-2
-    assert {id(p) for p in groups["prefusion"]["params"]} == {id(p) for p in model.prefusion.parameters()}
+    assert groups["text_fusion"]["lr"] == 1e-2
+    assert {id(p) for p in groups["text_fusion"]["params"]} == {id(p) for p in model.text_fusion.parameters()}
 
 
 def test_max_length_below_the_budget_fails_at_build_time_naming_the_key(text_tokenizer):

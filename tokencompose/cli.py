@@ -28,6 +28,11 @@ class TokenComposeCLI(LightningCLI):
             **kwargs,
         )
 
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        # the data pipeline gets what it needs from the model once, typed (VLM.data_transform), never by reaching in
+        parser.link_arguments("model", "data.transform", compute_fn=lambda model: model.data_transform(),
+                              apply_on="instantiate")
+
 
 class AnnotateCLI(LightningCLI):
     """LightningCLI for the annotate job (``AnnotateJob`` + ``ShardListDataModule``); MaskInversion needs autograd."""
@@ -129,7 +134,7 @@ def eval_command(argv: list[str]) -> None:
     trainer = None
     if args.devices > 1 or args.num_nodes > 1:
         trainer = Trainer(devices=args.devices, num_nodes=args.num_nodes, strategy="ddp", logger=False,
-                          inference_mode=model.object_annotator is None)
+                          inference_mode=not model.needs_autograd)
     summary = {}
     for name, shards in _benchmark_specs(args.benchmark):
         result = evaluate(model, name, shards, args.out, args.batch_size, trainer=trainer)

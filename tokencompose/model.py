@@ -1,9 +1,23 @@
-"""The VLM system: encoder -> visual tokenizers -> scaler -> projectors -> fusion -> causal LM."""
+"""The VLM system, a fixed pipeline: encode -> tokenize -> scale -> project -> fuse -> LLM.
+
+Schemes that act elsewhere plug into typed extension points, each with a do-nothing default, so a new scheme is a
+new file, never a new branch here:
+
+- ``object_source`` (``masks.base.ObjectSource``): object masks before the tokenizers (online MaskInversion).
+- ``text_fusion`` (``llm.base.TextFusion``): the text embeddings fused with the image before the LLM (LLaVA-Mini).
+- ``attention`` (``llm.base.AttentionPolicy``): who attends to whom in the fused sequence (VoCo-LLaMA).
+- ``decoding`` (``llm.base.DecodingPolicy``): how the LLM runs when generating (FastV, FitPrune, SparseVLM).
+- ``budget_schedule`` (``tokenizers.base.BudgetSchedule``): the budgets a training step uses (M3, MQT).
+
+Every part is built whole by its constructor (a part whose weights need a neighbour's width is given as a factory
+and called with it), and says at build time what it needs from the others (``problems``); the model raises once
+with all of them.
+"""
 
 from __future__ import annotations
 
-import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -14,27 +28,42 @@ from torchmetrics import MeanMetric
 
 from tokencompose.checkpoints import load_weights
 from tokencompose.compose import compose_streams
+from tokencompose.data.processing import ImageTransform
+from tokencompose.data.transform import DataTransform
 from tokencompose.encoders.base import VisionEncoder
+from tokencompose.llm.base import (
+    AttentionPolicy,
+    CausalAttention,
+    DecodingPolicy,
+    NoTextFusion,
+    PlainDecoding,
+    TextFusion,
+)
 from tokencompose.llm.causal_lm import CausalLM, causal_lm_loss
 from tokencompose.llm.conversation import IGNORE_INDEX, IMAGE_TOKEN_ID, ConversationEncoder
-from tokencompose.llm.fastv import FastV
 from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
 from tokencompose.llm.generation import greedy_generate
-from tokencompose.llm.prefusion import ModalityPreFusion
 from tokencompose.llm.templates import ChatTemplate, VicunaV1Template
-from tokencompose.masks.annotator import ObjectAnnotator
-from tokencompose.optimization import Optimization, warmup_cosine
+from tokencompose.masks.base import GivenObjects, ObjectSource
+from tokencompose.optimization import NonFiniteGuard, Optimization, warmup_cosine
+from tokencompose.parts import Parts
 from tokencompose.profiling import StageProfiler, stage
 from tokencompose.projectors.base import MLPProjector, ProjectorFactory
 from tokencompose.scalers.base import NoScaler, StreamScaler
-from tokencompose.tokenizers.base import VisualTokenizer
-from tokencompose.types import ObjectMasks, VisualSequence, VLMBatch
+from tokencompose.tokenizers.base import BudgetSchedule, FixedBudget, TokenizerFactory, VisualTokenizer
+from tokencompose.types import EncoderRequest, ObjectMasks, ObjectRequirements, VisualSequence, VLMBatch
 
-log = logging.getLogger(__name__)
+# What a recipe gives for a text fusion whose layers are built from the LLM (its class and options).
+TextFusionFactory = Callable[[CausalLM], TextFusion]
 
 
 def normalise_answer(text: str) -> str:
     return " ".join(text.lower().replace("</s>", " ").split())
+
+
+def build(part: Any, neighbour: Any, kind: type) -> Any:
+    """A part given built, or as a factory to call with the neighbour it needs (an encoder width, the LLM)."""
+    return part if isinstance(part, kind) else part(neighbour)
 
 
 class VLM(L.LightningModule):
@@ -43,89 +72,97 @@ class VLM(L.LightningModule):
     Args:
         encoder: the vision encoder.
         tokenizers: named visual tokenizers; their streams reach the LLM in this order, e.g.
-            ``{"cls": GlobalTokenizer, "patch": PatchPoolTokenizer, "objects": ObjectTokenizer}``.
+            ``{"cls": GlobalTokenizer, "patch": PatchPoolTokenizer, "objects": ObjectTokenizer}``. A tokenizer
+            whose weights need the encoder's width may be a factory, called with ``encoder.hidden_size``.
         llm: the causal LM adapter (owns the text tokenizer).
+        object_source: where object masks come from (default: those that came with the batch).
         scaler: rescales streams before projection (default: none).
         projector: projector class with its options; widths come from the tokenizers and the LLM.
         shared_projector: one projector for all streams (their widths must agree) or one per stream.
+        text_fusion: fuses the image into the text before the LLM (default: none), or a factory given the LLM.
+        attention: the attention policy of the fused sequence (default: causal).
+        decoding: how the LLM runs when generating (default: as it is).
+        budget_schedule: which budgets a training step uses (default: the configured ones).
         template: chat template for conversations (default LLaVA's ``vicuna_v1``).
         max_length: longest sequence the LLM sees after visual tokens are expanded.
         max_new_tokens: generation length for validation and prediction.
-        optimization: AdamW + warmup/cosine settings, per-part learning rates.
+        optimization: AdamW + warmup/cosine settings, per-part learning rates, the non-finite step limit.
         init_weights: a checkpoint whose matching tensors initialise this model (e.g. stage 1's projector
             for stage 2); unlike ``--ckpt_path`` it does not resume optimiser or step. Every tensor it skips
             (shape mismatch, unknown, missing) is logged; ``init_strict_shapes`` makes a shape mismatch an error.
-        object_annotator: compute object masks and MaskInversion embeddings online (new images, or the tiny
-            end-to-end recipes); training on stored annotations from ``tokencompose annotate`` needs none.
-        prefusion: LLaVA-Mini's modality pre-fusion; its ``context`` stream is seen by pre-fusion only.
-        summary_stream: VoCo-LLaMA — text after this stream's tokens cannot attend to anything before them
-            (system prompt and image), so the image reaches the answer only through them.
-        llm_pruner: FastV — drop low-attention visual tokens inside the LLM when generating (training-free).
     """
 
     def __init__(
         self,
         *,
         encoder: VisionEncoder,
-        tokenizers: dict[str, VisualTokenizer],
+        tokenizers: dict[str, VisualTokenizer | TokenizerFactory],
         llm: CausalLM,
+        object_source: ObjectSource | None = None,
         scaler: StreamScaler | None = None,
         projector: ProjectorFactory | None = None,
         shared_projector: bool = True,
+        text_fusion: TextFusion | TextFusionFactory | None = None,
+        attention: AttentionPolicy | None = None,
+        decoding: DecodingPolicy | None = None,
+        budget_schedule: BudgetSchedule | None = None,
         template: ChatTemplate | None = None,
         max_length: int = 2048,
         max_new_tokens: int = 16,
         optimization: Optimization | None = None,
         init_weights: str | None = None,
         init_strict_shapes: bool = False,
-        object_annotator: ObjectAnnotator | None = None,
-        prefusion: ModalityPreFusion | None = None,
-        summary_stream: str | None = None,
-        llm_pruner: FastV | None = None,
     ) -> None:
         super().__init__()
         if not tokenizers:
             raise ValueError("VLM: `tokenizers` is empty; give at least one visual tokenizer")
         self.encoder = encoder
-        self.object_annotator = object_annotator
-        self.tokenizers = nn.ModuleDict(tokenizers)
-        for tokenizer in self.tokenizers.values():
-            tokenizer.attach(encoder)
+        self.object_source = object_source if object_source is not None else GivenObjects()
+        self.tokenizers = nn.ModuleDict(
+            {name: build(tok, encoder.hidden_size, VisualTokenizer) for name, tok in tokenizers.items()})
         self.scaler = scaler if scaler is not None else NoScaler()
-        self.scaler.check_streams(self.tokenizers.keys())
         self.llm = llm
-        self.prefusion = prefusion
-        if summary_stream is not None and summary_stream not in self.tokenizers:
-            raise ValueError(f"summary_stream={summary_stream!r} is not a stream; streams: {list(self.tokenizers)}")
-        self.summary_stream = summary_stream
-        self.llm_pruner = llm_pruner
-        if prefusion is not None:
-            if prefusion.context not in self.tokenizers:
-                raise ValueError(f"prefusion.context={prefusion.context!r} is not a stream; streams: {list(self.tokenizers)}")
-            prefusion.attach(llm)
-        varying = [name for name, tok in self.tokenizers.items() if tok.budget_variants()]
-        if len(varying) > 1:
-            raise ValueError(f"only one tokenizer may average the loss over budgets; {varying} all do")
-        self.shared_projector = shared_projector
-        self.projectors = self._build_projectors(projector or MLPProjector, shared_projector)
+        self.text_fusion = build(text_fusion, llm, TextFusion) if text_fusion is not None else NoTextFusion()
+        self.attention = attention if attention is not None else CausalAttention()
+        self.decoding = decoding if decoding is not None else PlainDecoding()
+        self.budget_schedule = budget_schedule if budget_schedule is not None else FixedBudget()
         self.template = template if template is not None else VicunaV1Template()
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
         self.optimization = optimization if optimization is not None else Optimization()
+        self.shared_projector = shared_projector
+        self.projectors = self._build_projectors(projector or MLPProjector, shared_projector)
+        self.check_parts()
         self.val_accuracy = MeanMetric()
-        self._check_settings()
-        self._nonfinite_in_a_row = 0
-        self.skipped_steps = 0
+        self._guard = NonFiniteGuard(self.optimization.max_nonfinite_steps)
         if init_weights is not None:
             load_weights(self, init_weights, strict_shapes=init_strict_shapes)
 
-    def _check_settings(self) -> None:
-        """Settings that cannot work, all reported at once, naming their recipe keys."""
+    # ------------------------------------------------------------------ build-time checks
+    def parts(self) -> Parts:
+        return Parts(self.encoder, self.tokenizers, self.llm, self.object_source, self.text_fusion, self.attention,
+                     self.decoding, self.budget_schedule)
+
+    def check_parts(self) -> None:
+        """Ask every part what it needs from the others, check the model's own settings, and raise once with
+        every problem, each under the recipe key of the part that has it."""
+        parts = self.parts()
+        named = [(f"model.tokenizers.{name}", tok) for name, tok in self.tokenizers.items()] + [
+            ("model.encoder", self.encoder), ("model.object_source", self.object_source), ("model.scaler", self.scaler),
+            ("model.text_fusion", self.text_fusion), ("model.attention", self.attention),
+            ("model.decoding", self.decoding), ("model.budget_schedule", self.budget_schedule)]
+        problems = [f"{key} ({type(part).__name__}): {problem}" for key, part in named
+                    for problem in part.problems(parts)]
+        if not problems:  # the budgets below are only meaningful when the parts fit together
+            problems += self._settings_problems()
+        if problems:
+            raise ValueError("VLM: the parts do not fit:\n  - " + "\n  - ".join(problems))
+
+    def _settings_problems(self) -> list[str]:
         problems = []
-        parts = self.part_names()
-        unknown = sorted(set(self.optimization.learning_rates or {}) - set(parts))
+        unknown = sorted(set(self.optimization.learning_rates or {}) - set(self.part_names()))
         if unknown:
-            problems.append(f"model.optimization.learning_rates: unknown part(s) {unknown}; allowed: {parts}")
+            problems.append(f"model.optimization.learning_rates: unknown part(s) {unknown}; allowed: {self.part_names()}")
         for training in (True, False):
             budget = self.visual_tokens_per_image(training=training)
             if self.max_length <= sum(budget.values()):
@@ -139,8 +176,7 @@ class VLM(L.LightningModule):
             problems.append(f"model.max_new_tokens={self.max_new_tokens}; must be >= 1")
         if self.optimization.max_nonfinite_steps < 1:
             problems.append(f"model.optimization.max_nonfinite_steps={self.optimization.max_nonfinite_steps}; must be >= 1")
-        if problems:
-            raise ValueError("VLM: " + "; ".join(problems))
+        return problems
 
     # ------------------------------------------------------------------ composition
     def part_names(self) -> list[str]:
@@ -165,24 +201,44 @@ class VLM(L.LightningModule):
         """Token slots per image that reach the LLM, per stream, before any image is seen: the test-time budget
         (validate, predict, eval, sweep) or with ``training`` the most a training step uses — whatever mode
         the module is in now."""
-        context = self.prefusion.context if self.prefusion is not None else None
+        context = self.text_fusion.context_streams()
         return {name: tok.num_tokens(self.encoder, training=training)
-                for name, tok in self.tokenizers.items() if name != context}
+                for name, tok in self.tokenizers.items() if name not in context}
 
     def llm_positions(self, visual: VisualSequence) -> Tensor:
-        """(N,) bool: which visual positions reach the LLM (all but pre-fusion's context stream)."""
-        if self.prefusion is None:
-            return torch.ones_like(visual.kind, dtype=torch.bool)
-        return visual.kind != visual.kinds.index(self.prefusion.context)
+        """(N,) bool: which visual positions reach the LLM (all but the text fusion's own streams)."""
+        context = [visual.kinds.index(name) for name in self.text_fusion.context_streams()]
+        return ~torch.isin(visual.kind, torch.tensor(context, dtype=visual.kind.dtype, device=visual.kind.device))
+
+    def encoder_request(self) -> EncoderRequest:
+        """What the tokenizers ask the encoder for on each call, merged (layers unioned: nothing overwritten)."""
+        return EncoderRequest.merge(tok.encoder_request() for tok in self.tokenizers.values())
+
+    @property
+    def needs_autograd(self) -> bool:
+        """Whether prediction needs autograd (an online object source runs MaskInversion)."""
+        return self.object_source.needs_autograd
 
     def conversation_encoder(self, training: bool = False) -> ConversationEncoder:
-        """What the data pipeline needs to tokenise conversations for this model; its length guard counts the
-        visual tokens of the test-time budget, or of the training budget with ``training``."""
+        """Conversations -> ids and labels for this model; the length guard counts the visual tokens of the
+        test-time budget, or of the training budget with ``training``."""
         return ConversationEncoder(
             text_tokenizer=self.llm.text_tokenizer,
             template=self.template,
             max_length=self.max_length,
             visual_tokens_per_image=sum(self.visual_tokens_per_image(training=training).values()),
+        )
+
+    def data_transform(self) -> DataTransform:
+        """Everything the data pipeline needs from this model, once (see ``DataTransform``)."""
+        encoder = self.encoder
+        needs = ObjectRequirements.merge(tok.object_requirements(encoder) for tok in self.tokenizers.values())
+        return DataTransform(
+            image=ImageTransform(encoder.image_size, encoder.image_mean, encoder.image_std),
+            train_text=self.conversation_encoder(training=True),
+            eval_text=self.conversation_encoder(training=False),
+            objects=self.object_source.data_requirements(needs),
+            pad_token_id=self.llm.text_tokenizer.pad_token_id,
         )
 
     def encode_images(
@@ -194,16 +250,20 @@ class VLM(L.LightningModule):
             kind = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)]).to(pixels.device)
             return VisualSequence(pixels.new_zeros(0, len(kind), self.llm.hidden_size),
                                   torch.zeros(0, len(kind), dtype=torch.bool, device=pixels.device), kind, tuple(self.tokenizers))
-        if self.object_annotator is not None:
-            with stage(profiler, "mask_front_end"):
-                objects = self.object_annotator(self.encoder, pixels, objects)
+        with stage(profiler, "mask_front_end"):
+            objects = self.object_source(self.encoder, pixels, objects)
         with stage(profiler, "encoder"):
-            features = self.encoder(pixels)
+            features = self.encoder(pixels, self.encoder_request())
         with stage(profiler, "reduction"):
             streams = {name: tok(features, objects) for name, tok in self.tokenizers.items()}
             streams = self.scaler(streams)
         with stage(profiler, "projector"):
             return compose_streams(streams, self.projectors, self.shared_projector, self.tokenizers)
+
+    def blank_images(self, count: int, size: int, device: torch.device) -> VisualSequence:
+        """``count`` all-zero images (normalised pixels), encoded: what text fusion pairs text-only samples with."""
+        pixels = torch.zeros(count, 3, size, size, device=device)
+        return self.encode_images(pixels, ObjectMasks.empty(count, size, size, device=device))
 
     def fuse(self, batch: VLMBatch, for_generation: bool = False, profiler: StageProfiler | None = None,
              visual: VisualSequence | None = None) -> FusedInputs:
@@ -217,50 +277,19 @@ class VLM(L.LightningModule):
         labels = None if for_generation else batch.labels
         if visual is None:
             visual = self.encode_images(batch.pixels, batch.objects, profiler)  # (I, N, D): placeholder order
-        text = self.llm.embed(input_ids)
         to_llm = self.llm_positions(visual)
-        tokens, valid = visual.tokens[:, to_llm], visual.valid[:, to_llm]
-        if self.prefusion is not None:
-            instruction = mask.bool() & (input_ids >= 0)
-            if labels is not None:
-                instruction &= labels == IGNORE_INDEX  # pre-fusion never sees an answer
-            with stage(profiler, "reduction"):
-                text, tokens = self._prefuse(visual, to_llm, tokens, text, instruction, batch.image_counts(),
-                                             batch.pixels.shape[-1])
+        instruction = mask.bool() & (input_ids >= 0)  # what fusion may read: never an answer
+        if labels is not None:
+            instruction &= labels == IGNORE_INDEX
+        with stage(profiler, "reduction"):
+            text, tokens = self.text_fusion(
+                self.llm.embed(input_ids), instruction, visual, to_llm, batch.image_counts(),
+                lambda count: self.blank_images(count, batch.pixels.shape[-1], batch.pixels.device))
         fused = fuse_visual_tokens(
-            input_ids, text, mask, tokens, valid, IMAGE_TOKEN_ID, labels=labels,
+            input_ids, text, mask, tokens, visual.valid[:, to_llm], IMAGE_TOKEN_ID, labels=labels,
             left_pad=for_generation, visual_kind=visual.kind[to_llm],
         )
-        if self.summary_stream is not None:
-            fused.hide_before(visual.kinds.index(self.summary_stream))
-        return fused
-
-    def _prefuse(self, visual: VisualSequence, to_llm: Tensor, tokens: Tensor, text: Tensor, instruction: Tensor,
-                 counts: Tensor, image_size: int) -> tuple[Tensor, Tensor]:
-        """Pre-fusion once per image with its sample's text; a sample's fused text is the mean over its images
-        (LLaVA-Mini's rule for video frames). (I, N, D), (B, T, D) -> fused text (B, T, D), tokens (I, Nq, D).
-
-        A text-only sample is pre-fused with a blank image (all-zero pixels after normalisation), as LLaVA-Mini's
-        data loader gives it one (``ModalityPreFusion(text_only="zero_image")``); its tokens are dropped.
-        """
-        arange = torch.arange(len(counts), device=counts.device)
-        owner = torch.repeat_interleave(arange, counts)  # (I,) sample of each image
-        context, context_valid = visual.tokens[:, ~to_llm], visual.valid[:, ~to_llm]
-        compressed = tokens
-        text_only = arange[counts == 0]
-        if self.prefusion.text_only == "zero_image" and len(text_only):
-            blank = torch.zeros(len(text_only), 3, image_size, image_size, device=text.device, dtype=visual.tokens.dtype)
-            blank_objects = ObjectMasks.empty(len(text_only), image_size, image_size, device=text.device)
-            blank_visual = self.encode_images(blank, blank_objects)
-            owner = torch.cat([owner, text_only])
-            context = torch.cat([context, blank_visual.tokens[:, ~to_llm]])
-            context_valid = torch.cat([context_valid, blank_visual.valid[:, ~to_llm]])
-            compressed = torch.cat([compressed, blank_visual.tokens[:, to_llm]])
-            counts = counts.clamp(min=1)
-        fused, compressed = self.prefusion(context, context_valid, compressed, text[owner], instruction[owner])
-        summed = torch.zeros_like(text).index_add(0, owner, fused.to(text.dtype))
-        has = (counts > 0)[:, None, None]
-        return torch.where(has, summed / counts.clamp(min=1)[:, None, None], text), compressed[: tokens.shape[0]]
+        return self.attention(fused, visual.kinds)
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: VLMBatch, visual: VisualSequence | None = None) -> tuple[Tensor, Tensor]:
@@ -270,46 +299,21 @@ class VLM(L.LightningModule):
         return logits, causal_lm_loss(logits, fused.labels)
 
     def training_step(self, batch: VLMBatch, batch_idx: int) -> Tensor:
-        varying = next((tok for tok in self.tokenizers.values() if tok.budget_variants()), None)
-        if varying is None:
-            _, loss = self(batch)
-        else:  # M3: the loss averaged over every budget, one forward each
-            losses = []
-            for variant in varying.budget_variants():
-                varying.use_budget(variant)
-                losses.append(self(batch)[1])
-            varying.use_budget(varying.budget_variants()[-1])
-            loss = torch.stack(losses).mean()
+        loss = self.budget_schedule.training_loss(lambda: self(batch)[1], self.tokenizers)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         if self.skipped_steps:
             self.log("train/skipped_steps", float(self.skipped_steps), batch_size=len(batch))
         return loss
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Never step on a non-finite loss or gradient: drop the gradients (AdamW then skips every parameter),
-        count the step, and stop after ``optimization.max_nonfinite_steps`` such steps in a row.
+    @property
+    def skipped_steps(self) -> int:
+        """Optimizer steps skipped for a non-finite loss or gradient."""
+        return self._guard.skipped
 
-        Ranks agree (the flag is summed over them), so a skip never desynchronises DDP or FSDP shards.
-        """
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.device)
-        bad = (~torch.isfinite(norm)).float()
-        bad = self.trainer.strategy.reduce(bad, reduce_op="sum") if self._trainer is not None else bad
-        if not bad.item():
-            self._nonfinite_in_a_row = 0
-            return
-        optimizer.zero_grad(set_to_none=True)
-        self.skipped_steps += 1
-        self._nonfinite_in_a_row += 1
-        log.warning("step %d: non-finite loss or gradient; optimizer step skipped (%d skipped, %d in a row)",
-                    self.global_step, self.skipped_steps, self._nonfinite_in_a_row)
-        limit = self.optimization.max_nonfinite_steps
-        if self._nonfinite_in_a_row >= limit:
-            raise FloatingPointError(
-                f"training stopped at step {self.global_step}: {limit} optimizer steps in a row had a non-finite "
-                f"loss or gradient ({self.skipped_steps} skipped in all). Check the data (NaN/Inf inputs), the "
-                "learning rate and the precision; `model.optimization.max_nonfinite_steps` sets the limit"
-            )
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Never step on a non-finite loss or gradient (``NonFiniteGuard``; ranks agree)."""
+        reduce = (lambda flag: self.trainer.strategy.reduce(flag, reduce_op="sum")) if self._trainer else (lambda f: f)
+        self._guard.check(optimizer, reduce, self.global_step)
 
     def validation_step(self, batch: VLMBatch, batch_idx: int) -> None:
         visual = self.encode_images(batch.pixels, batch.objects)  # once, for the loss and for generation
@@ -361,7 +365,7 @@ class VLM(L.LightningModule):
                profiler: StageProfiler | None = None) -> list[str]:
         """Greedy answers to an already fused, left-padded prompt, stripped once here (as LLaVA's model_vqa*.py
         do) and never again by a scorer: MME's official rule reads the answer as given."""
-        stepper = self.llm_pruner.stepper(self.llm, prompt, use_cache) if self.llm_pruner is not None else None
+        stepper = self.decoding.stepper(self.llm, prompt, use_cache)
         ids = greedy_generate(self.llm, prompt, max_new_tokens or self.max_new_tokens, use_cache, profiler, stepper)
         return [text.strip() for text in self.llm.text_tokenizer.batch_decode(ids, skip_special_tokens=True)]
 

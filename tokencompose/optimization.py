@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,3 +36,40 @@ def warmup_cosine(step: int, total_steps: int, warmup_ratio: float, min_lr_ratio
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class NonFiniteGuard:
+    """Never steps on a non-finite loss or gradient: ``check`` drops the gradients (AdamW then skips every
+    parameter) and counts the step; ``limit`` such steps in a row stop training with an error.
+
+    ``reduce`` sums a flag over ranks (the strategy's reduce), so every rank skips together: a skip never
+    desynchronises DDP replicas or FSDP shards.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"model.optimization.max_nonfinite_steps={limit}; must be >= 1")
+        self.limit = limit
+        self.skipped = 0
+        self.in_a_row = 0
+
+    def check(self, optimizer: torch.optim.Optimizer, reduce: Callable[[Tensor], Tensor], step: int) -> bool:
+        """True (and the gradients dropped) when this step must be skipped."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        device = grads[0].device if grads else torch.device("cpu")
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=device)
+        if not reduce((~torch.isfinite(norm)).float()).item():
+            self.in_a_row = 0
+            return False
+        optimizer.zero_grad(set_to_none=True)
+        self.skipped += 1
+        self.in_a_row += 1
+        log.warning("step %d: non-finite loss or gradient; optimizer step skipped (%d skipped, %d in a row)",
+                    step, self.skipped, self.in_a_row)
+        if self.in_a_row >= self.limit:
+            raise FloatingPointError(
+                f"training stopped at step {step}: {self.limit} optimizer steps in a row had a non-finite loss or "
+                f"gradient ({self.skipped} skipped in all). Check the data (NaN/Inf inputs), the learning rate and "
+                "the precision; `model.optimization.max_nonfinite_steps` sets the limit"
+            )
+        return True

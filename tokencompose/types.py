@@ -6,10 +6,35 @@ Shape letters used across the package:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class EncoderRequest:
+    """What a part asks the encoder to compute beyond CLS, patches and embedding, for every call.
+
+    cls_attention: layer indices (as given, e.g. -2) whose CLS-query attention over the patches is wanted.
+    attention_keys: layer indices whose attention keys (mean over heads) are wanted (token similarity).
+    inverse_projection: the pseudo-inverse of the final projection (embedding space -> patch width).
+    Requests of several parts merge (``merge``): layers are unioned, so two parts never overwrite each other.
+    """
+
+    cls_attention: frozenset[int] = frozenset()
+    attention_keys: frozenset[int] = frozenset()
+    inverse_projection: bool = False
+
+    @staticmethod
+    def merge(requests: Iterable[EncoderRequest]) -> EncoderRequest:
+        requests = list(requests)
+        return EncoderRequest(
+            cls_attention=frozenset().union(*(r.cls_attention for r in requests)),
+            attention_keys=frozenset().union(*(r.attention_keys for r in requests)),
+            inverse_projection=any(r.inverse_projection for r in requests),
+        )
 
 
 @dataclass
@@ -19,14 +44,40 @@ class EncoderOutput:
     cls:       (B, Dv)      CLS token of the selected layer.
     patches:   (B, h, w, Dv) patch tokens of the selected layer, in raster order.
     embedding: (B, De)      final (projected) image embedding, the space MaskInversion works in.
-    cls_attention: (B, h*w) the CLS query's attention over the patches at ``encoder.cls_attention_layer``,
-                   averaged over heads (post-softmax over all tokens); None unless a tokenizer asked for it.
+    cls_attention: layer -> (B, H, h*w) the CLS query's post-softmax attention over the patches, per head, for
+                   each layer of the ``EncoderRequest`` (keys as requested, e.g. -2).
+    attention_keys: layer -> (B, h*w, c) that layer's attention keys of the patches, averaged over heads.
+    inverse_projection: (De, Dv) pseudo-inverse of the final projection, when requested.
     """
 
     cls: Tensor
     patches: Tensor
     embedding: Tensor
-    cls_attention: Tensor | None = None
+    cls_attention: dict[int, Tensor] = field(default_factory=dict)
+    attention_keys: dict[int, Tensor] = field(default_factory=dict)
+    inverse_projection: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ObjectRequirements:
+    """What a model reads from stored annotations.
+
+    masks: every sample with an image must bring object masks (an object tokenizer reads them and no online
+        object source makes them).
+    embedding_width: stored object embeddings must come with the masks, this wide (MaskInversion's De);
+        None: the model does not read stored embeddings, so they are dropped.
+    """
+
+    masks: bool = False
+    embedding_width: int | None = None
+
+    @staticmethod
+    def merge(needs: Iterable[ObjectRequirements]) -> ObjectRequirements:
+        needs = list(needs)
+        widths = {n.embedding_width for n in needs if n.embedding_width is not None}
+        if len(widths) > 1:
+            raise ValueError(f"object tokenizers read stored embeddings of different widths {sorted(widths)}")
+        return ObjectRequirements(masks=any(n.masks for n in needs), embedding_width=next(iter(widths), None))
 
 
 @dataclass

@@ -8,9 +8,7 @@ from tokencompose.tokenizers import PatchPoolTokenizer
 
 
 def attached(model, **data) -> ShardDataModule:
-    module = ShardDataModule(**data)
-    module.attach(model)
-    return module
+    return ShardDataModule(**data, transform=model.data_transform())
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ def test_each_annotation_mismatch_is_skipped_and_counted_without_crashing_the_co
             samples += [dict(make(index), __key__=f"bad-{index}"), dict(encoded(100 + index), __key__=f"ok-{index}")]
     write_shard(tmp_path / "mixed.tar", samples)
     loader = EpochLoader(ShardStream([str(tmp_path / "mixed.tar")], data.processor, batch_size=4, shuffle=False),
-                         collate_fn=data.collator)
+                         collate_fn=data.transform.collator())
     batches = list(loader)  # before: a mismatched sample crashed the collator (and the worker, and training)
     assert sum(len(b.keys) for b in batches) == index and all(k.startswith("ok") for b in batches for k in b.keys)
     assert loader.skipped == {reason: len(makers) for reason, makers in BAD.items()}
@@ -94,7 +94,7 @@ def test_the_expected_embedding_width_comes_from_the_model(inversion_model, mask
     from tokencompose.data.shards import decode_sample
 
     out = pooled(decode_sample(edited(1, embeddings=lambda k: np.zeros((k, DE + 8), np.float16))))
-    assert out["embeddings"] is None  # dropped: the model does not read them, so widths cannot clash
+    assert out.embeddings is None  # dropped: the model does not read them, so widths cannot clash
 
 
 def test_without_a_model_annotations_must_agree_and_the_collator_names_mixed_widths(datamodule_processor):
@@ -139,10 +139,10 @@ def test_samples_left_without_a_target_token_are_skipped_in_training(tmp_path, m
     from dataclasses import replace
 
     train = ShardStream([shard], replace(data.processor, require_target=True), batch_size=1, shuffle=False)
-    assert [s["key"] for s in train] == ["ok"]
+    assert [s.key for s in train] == ["ok"]
     assert train.skipped == {"no target token": 1, "no target after truncation": 1}
     evaluation = ShardStream([shard], data.processor, batch_size=1, shuffle=False)  # prediction needs no answer
-    assert [s["key"] for s in evaluation] == ["ok", "no-answer", "cut-answer"]
+    assert [s.key for s in evaluation] == ["ok", "no-answer", "cut-answer"]
 
 
 def test_a_batch_of_answer_less_samples_no_longer_reaches_the_loss(tmp_path, mask_llava):
@@ -150,7 +150,7 @@ def test_a_batch_of_answer_less_samples_no_longer_reaches_the_loss(tmp_path, mas
     data = attached(mask_llava, train=text_shard(tmp_path, {
         f"q{i}": conversation("<image>\nhow many shapes are there ?") for i in range(4)
     } | {"ok": conversation("<image>\nis there a red circle ?", "yes")}), batch_size=4, train_mode="exact")
-    batch = data.collator([data.processor(s) for s in _decoded(data.shards("train").urls[0])[:4]])
+    batch = data.transform.collator()([data.processor(s) for s in _decoded(data.shards("train").urls[0])[:4]])
     assert torch.isnan(mask_llava(batch)[1])  # what training used to see
     batches = list(data.train_dataloader())
     assert [b.keys for b in batches] == [["ok"]]

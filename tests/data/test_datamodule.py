@@ -25,7 +25,7 @@ def keys_of(loader) -> list[str]:
 def datamodule(synthetic_root, text_tokenizer):
     dm = ShardDataModule(synthetic=SyntheticShapes(root=str(synthetic_root), train_samples=96, val_samples=32,
                                                    samples_per_shard=32), batch_size=8)
-    dm.attach(build_mask_llava(text_tokenizer))
+    dm.transform = build_mask_llava(text_tokenizer).data_transform()
     return dm
 
 
@@ -160,13 +160,13 @@ def test_each_bad_data_case_is_skipped_and_counted(tmp_path, synthetic_root, dat
     truncated = tmp_path / "truncated.tar"
     truncated.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     stream = ShardStream([str(shard), str(truncated)], datamodule.processor, batch_size=1, shuffle=False)
-    kept = [s["key"] for s in stream]
+    kept = [s.key for s in stream]
     assert kept[0] == "ok" and set(kept) <= {"ok", "no-conversations", "bad-role"}  # truncation keeps a prefix
     assert stream.skipped["missing conversations"] >= 1 and stream.skipped["unknown role"] >= 1
     assert stream.skipped["image placeholder missing"] == 1 and stream.skipped["image placeholder repeated"] == 1
     assert stream.skipped["corrupt image"] == 1 and stream.skipped["truncated shard"] == 1
     loader = EpochLoader(ShardStream([str(shard)], datamodule.processor, batch_size=1, shuffle=False),
-                         collate_fn=datamodule.collator)
+                         collate_fn=datamodule.transform.collator())
     assert len(list(loader)) == 1 and sum(loader.skipped.values()) == 5  # reported at the end of the pass
 
 
@@ -192,13 +192,13 @@ def test_grouping_by_modality_and_length(datamodule, synthetic_root, tmp_path):
     out = list(stream)
     assert len(out) == 16
     for start in range(0, 16, 4):
-        assert len({s["has_image"] for s in out[start : start + 4]}) == 1
+        assert len({s.has_image for s in out[start : start + 4]}) == 1
 
 
 def test_skip_totals_reach_the_loader_from_worker_processes(tmp_path, synthetic_root, datamodule):
     shard = bad_sample_shard(tmp_path, synthetic_root)
     loader = EpochLoader(ShardStream([str(shard)] * 2, datamodule.processor, batch_size=1, shuffle=False),
-                         collate_fn=datamodule.collator, num_workers=2)
+                         collate_fn=datamodule.transform.collator(), num_workers=2)
     assert len(list(loader)) == 2 and sum(loader.skipped.values()) == 10
 
 

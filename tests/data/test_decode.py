@@ -78,4 +78,4 @@ def test_a_huge_image_is_a_counted_bad_sample(tmp_path, datamodule_processor):
         {"__key__": "ok", "png": ok, "json": json.dumps(record).encode()},
     ])
     stream = ShardStream([str(tmp_path / "s.tar")], datamodule_processor, batch_size=1, shuffle=False)
-    assert [s["key"] for s in stream] == ["ok"] and stream.skipped == {"image too large": 1}
+    assert [s.key for s in stream] == ["ok"] and stream.skipped == {"image too large": 1}

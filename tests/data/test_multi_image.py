@@ -1,6 +1,7 @@
 """Several images per sample (a video is its frames) through shards, the DataModule and LLaVA-Mini."""
 
 import json
+from functools import partial
 
 import numpy as np
 import torch
@@ -16,8 +17,8 @@ from tokencompose.tokenizers import PatchPoolTokenizer, QueryCompressor
 def llava_mini(text_tokenizer):
     return build_mask_llava(
         text_tokenizer,
-        tokenizers={"patch": PatchPoolTokenizer(grid=None), "compressed": QueryCompressor(side=1, heads=4)},
-        scaler=None, prefusion=ModalityPreFusion(num_layers=2, context="patch"),
+        tokenizers={"patch": PatchPoolTokenizer(grid=None), "compressed": partial(QueryCompressor, side=1, heads=4)},
+        scaler=None, text_fusion=partial(ModalityPreFusion, num_layers=2, context="patch"),
     )
 
 
@@ -39,7 +40,7 @@ def mixed_shard(tmp_path):
 def test_frames_and_images_stream_in_placeholder_order(tmp_path, text_tokenizer):
     model = llava_mini(text_tokenizer)
     data = ShardDataModule(val=str(mixed_shard(tmp_path)), batch_size=3)
-    data.attach(model)
+    data.transform = model.data_transform()
     batch = next(iter(data.val_dataloader()))
     assert batch.keys == ["video", "image", "text"]
     assert batch.pixels.shape == (4, 3, 64, 64) and batch.images_per_sample.tolist() == [3, 1, 0]
@@ -56,7 +57,7 @@ def test_frames_and_images_stream_in_placeholder_order(tmp_path, text_tokenizer)
 def test_fused_text_is_the_mean_over_frames(tmp_path, text_tokenizer):
     model = llava_mini(text_tokenizer).eval()
     data = ShardDataModule(val=str(mixed_shard(tmp_path)), batch_size=1)
-    data.attach(model)
+    data.transform = model.data_transform()
     video = next(iter(data.val_dataloader()))
     with torch.no_grad():
         visual = model.encode_images(video.pixels)
@@ -64,18 +65,18 @@ def test_fused_text_is_the_mean_over_frames(tmp_path, text_tokenizer):
         text = model.llm.embed(video.input_ids)
         instruction = video.attention_mask.bool() & (video.input_ids >= 0) & (video.labels == -100)
         per_frame = [
-            model.prefusion(visual.tokens[f : f + 1, ~to_llm], visual.valid[f : f + 1, ~to_llm],
-                            visual.tokens[f : f + 1, to_llm], text, instruction)[0]
+            model.text_fusion.run_layers(visual.tokens[f : f + 1, ~to_llm], visual.valid[f : f + 1, ~to_llm],
+                                         visual.tokens[f : f + 1, to_llm], text, instruction)[0]
             for f in range(3)
         ]
-        fused, _ = model._prefuse(visual, to_llm, visual.tokens[:, to_llm], text, instruction, video.image_counts(), 64)
+        fused, _ = model.text_fusion(text, instruction, visual, to_llm, video.image_counts(), None)
     assert_close(fused, torch.stack(per_frame).mean(0))
 
 
 def test_batches_of_text_only_samples_train(tmp_path, text_tokenizer):
     model = llava_mini(text_tokenizer)
     data = ShardDataModule(val=str(mixed_shard(tmp_path)), batch_size=1)
-    data.attach(model)
+    data.transform = model.data_transform()
     text_only = list(data.val_dataloader())[2]
     assert text_only.pixels.shape[0] == 0
     _, loss = model(text_only)

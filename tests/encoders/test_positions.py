@@ -15,6 +15,7 @@ from tests.conftest import TINY_OPEN_CLIP
 from tests.encoders.official_resize import built_at, checkpoint_table, timm_table
 from tokencompose.encoders import OpenCLIPEncoder
 from tokencompose.encoders.positions import resample_grid_positions
+from tokencompose.types import EncoderRequest
 
 EXACT = dict(atol=0.0, rtol=0.0)
 SIZES = [(96, 96), (48, 48), (48, 80)]  # larger, smaller, non-square
@@ -102,10 +103,9 @@ def test_explicit_blocks_equal_the_forward_at_another_size(encoder, size):
     last = encoder.num_blocks - 1
     trace = encoder.trace_block(last, encoder.block_input(pixels, last))
     assert trace.attention.shape == (2, 4, tokens, tokens)
-    encoder.cls_attention_layer = -1
-    out = encoder(pixels)
+    out = encoder(pixels, EncoderRequest(cls_attention=frozenset({-1})))
     assert_close(encoder.project_pooled(trace.output[:, 0]), out.embedding, atol=1e-5, rtol=1e-4)
-    assert_close(out.cls_attention, trace.attention[:, :, 0, 1:].mean(1), atol=1e-5, rtol=1e-4)
+    assert_close(out.cls_attention[-1], trace.attention[:, :, 0, 1:], atol=1e-5, rtol=1e-4)
     previous = encoder.trace_block(last - 1, encoder.block_input(pixels, last - 1)).output
     assert_close(previous[:, 1:], out.patches.flatten(1, 2), atol=1e-5, rtol=1e-4)
 

@@ -67,10 +67,12 @@ def test_dataset_stats_accumulate_in_training_and_freeze_in_eval():
         DatasetStatsScaler()
 
 
-def test_check_streams_names_missing_reference():
-    with pytest.raises(ValueError, match="patches"):
-        MeanStdScaler(reference="patches").check_streams(["cls", "patch"])
-    NoScaler().check_streams(["anything"])
+def test_a_missing_reference_is_a_problem_named_at_build_time(text_tokenizer):
+    from tests.conftest import build_mask_llava
+
+    with pytest.raises(ValueError, match=r"model.scaler \(MeanStdScaler\): stream\(s\) \['patches'\] not found"):
+        build_mask_llava(text_tokenizer, scaler=MeanStdScaler(reference="patches"))
+    build_mask_llava(text_tokenizer, scaler=NoScaler())
 
 
 def test_dataset_stats_ignore_a_non_finite_batch():

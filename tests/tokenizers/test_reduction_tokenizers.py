@@ -31,15 +31,14 @@ def test_sincos_table_matches_the_mae_formula():
 
 
 def test_query_compressor_gives_c_squared_tokens(hf_encoder):
-    compressor = QueryCompressor(side=2, heads=4)
-    compressor.attach(hf_encoder)
+    compressor = QueryCompressor(hf_encoder.hidden_size, side=2, heads=4)
     features = hf_encoder(torch.randn(3, 3, 64, 64))
     stream = compressor(features)
     assert stream.tokens.shape == (3, 4, 64) and compressor.num_tokens(hf_encoder) == 4
     other = hf_encoder(torch.randn(3, 3, 64, 64))
     assert not torch.allclose(compressor(other).tokens, stream.tokens)  # the tokens depend on the image
     with pytest.raises(ValueError, match="heads"):
-        QueryCompressor(heads=5).attach(hf_encoder)
+        QueryCompressor(64, heads=5)
 
 
 # MQT-LLaVA parity tests re-derive gordonhu608/MQT-LLaVA llava/model/multimodal_projector/builder.py
@@ -67,8 +66,7 @@ def test_mqt_sincos_table_is_the_released_float16_table(hf_encoder):
     released = torch.from_numpy(official_sincos_table(1024, 16)).half()  # CLIP-L width, 256 queries
     assert sincos_2d_float16(1024, 16).dtype == torch.float16
     assert torch.equal(sincos_2d_float16(1024, 16), released)
-    mqt = MatryoshkaQueryTransformer(num_queries=16, heads=4)
-    mqt.attach(hf_encoder)
+    mqt = MatryoshkaQueryTransformer(hf_encoder.hidden_size, num_queries=16, heads=4)
     assert mqt.positions.dtype == torch.float16
     assert torch.equal(mqt.positions, torch.from_numpy(official_sincos_table(64, 4)).half())
 
@@ -92,8 +90,7 @@ def official_resampler(mqt: MatryoshkaQueryTransformer, x: torch.Tensor, m: int,
 
 
 def test_mqt_matches_the_official_resampler_and_uses_the_first_m_queries(hf_encoder):
-    mqt = MatryoshkaQueryTransformer(num_queries=16, heads=4)
-    mqt.attach(hf_encoder)
+    mqt = MatryoshkaQueryTransformer(hf_encoder.hidden_size, num_queries=16, heads=4)
     mqt.eval()
     assert {mqt.ln_q.eps, mqt.ln_k.eps, mqt.ln_v.eps} == {1e-6}
     # small-variance patches, so that LayerNorm's eps shows in the result
@@ -105,30 +102,32 @@ def test_mqt_matches_the_official_resampler_and_uses_the_first_m_queries(hf_enco
         mqt.active = 4
         assert_close(mqt(features).tokens, full[:, :4])  # queries attend independently: the first m are a prefix
         assert_close(mqt(features).tokens, official_resampler(mqt, patches.flatten(1, 2), 4, (8, 8)))
-    mqt.active = None
-    mqt.train()
-    counts = {mqt(features).tokens.shape[1] for _ in range(30)}
-    assert counts <= set(range(2, 17, 2)) and len(counts) > 3  # m is sampled per training batch
+    assert mqt.budget_variants() == list(range(2, 17, 2))  # what MQT's training draws m from (SampledBudget)
 
 
-def test_mqt_query_counts_follow_its_own_generator_and_its_state_dict(hf_encoder):
-    def draws(module, n=12):
-        return [module.count() for _ in range(n)]
+def test_sampled_budget_follows_its_own_generator_and_its_state_dict(hf_encoder):
+    """gordonhu608/MQT-LLaVA draws m uniformly from {2, 4, ..., 256} per batch; here from a checkpointed generator."""
+    from tokencompose.tokenizers import SampledBudget
 
-    a, b = MatryoshkaQueryTransformer(num_queries=16, heads=4, seed=3), MatryoshkaQueryTransformer(num_queries=16, heads=4, seed=3)
-    for module in (a, b):
-        module.attach(hf_encoder)
-        module.train()
+    mqt = MatryoshkaQueryTransformer(hf_encoder.hidden_size, num_queries=16, heads=4).train()
+    features = EncoderOutput(cls=torch.randn(2, 64), patches=torch.randn(2, 8, 8, 64), embedding=torch.randn(2, 32))
+
+    def draws(schedule, n=12):
+        seen = []
+        for _ in range(n):
+            schedule.training_loss(lambda: seen.append(mqt(features).tokens.shape[1]) or torch.zeros(()), {"patch": mqt})
+        return seen
+
+    a, b = SampledBudget("patch", seed=3), SampledBudget("patch", seed=3)
     torch.manual_seed(0)
     first = draws(a)
     torch.manual_seed(1)  # the global RNG plays no part
-    assert draws(b) == first
+    assert draws(b) == first and set(first) <= set(range(2, 17, 2)) and len(set(first)) > 3
+    assert mqt.active is None  # the configured test budget is back after every step
     state = a.state_dict()  # mid-run: the generator's position is in the checkpoint
     ahead = draws(a)
-    resumed = MatryoshkaQueryTransformer(num_queries=16, heads=4, seed=99)
-    resumed.attach(hf_encoder)
+    resumed = SampledBudget("patch", seed=99)
     resumed.load_state_dict(state)
-    resumed.train()
     assert draws(resumed) == ahead != first
 
 
@@ -143,7 +142,6 @@ def test_linear_projector_without_bias_is_mqt_proj():
 def test_m3_full_scale_is_all_patches_and_scales_nest(hf_encoder):
     features = hf_encoder(torch.randn(2, 3, 64, 64))
     m3 = MatryoshkaPoolTokenizer(scales=(1, 4, 16, 64))
-    m3.attach(hf_encoder)
     pooled = lambda: m3.project(m3(features), nn.Identity()).tokens  # noqa: E731
     assert_close(pooled(), PatchPoolTokenizer(grid=None)(features).tokens)
     m3.use_budget(4)
@@ -153,8 +151,11 @@ def test_m3_full_scale_is_all_patches_and_scales_nest(hf_encoder):
     assert m3.budget_variants() == [1, 4, 16, 64]
     with pytest.raises(ValueError, match="squares"):
         MatryoshkaPoolTokenizer(scales=(2, 4))
-    with pytest.raises(ValueError, match=r"scales \[9\] do not divide the encoder's 8x8 grid"):
-        MatryoshkaPoolTokenizer(scales=(1, 9)).attach(hf_encoder)
+    from tests.conftest import build_mask_llava
+    from tokencompose.data import shapes_text_tokenizer
+
+    with pytest.raises(ValueError, match=r"model.tokenizers.patch .*scales \[9\] do not divide the encoder's 8x8 grid"):
+        build_mask_llava(shapes_text_tokenizer(), tokenizers={"patch": MatryoshkaPoolTokenizer(scales=(1, 9))}, scaler=None)
 
 
 def official_m3_pool(projected: torch.Tensor, scale: int) -> torch.Tensor:
@@ -193,13 +194,12 @@ def test_m3_pools_after_a_nonlinear_projector_as_released():
 def test_fastervlm_keeps_top_cls_attention_patches_in_order(kind, hf_encoder):
     encoder = hf_encoder if kind == "hf" else OpenCLIPEncoder(config=TINY_OPEN_CLIP)
     selector = CLSAttentionSelector(keep=5, layer=-1)
-    selector.attach(encoder)
     pixels = torch.randn(2, 3, 64, 64)
-    features = encoder(pixels)
+    features = encoder(pixels, selector.encoder_request())
     last = encoder.num_blocks - 1
     trace = encoder.trace_block(last, encoder.block_input(pixels, last))
+    assert_close(features.cls_attention[-1], trace.attention[:, :, 0, 1:])  # per head, as requested
     expected_attention = trace.attention[:, :, 0, 1:].mean(1)
-    assert_close(features.cls_attention, expected_attention)
     stream = selector(features)
     index = expected_attention.topk(5, dim=1).indices.sort(dim=1).values
     assert_close(stream.tokens, features.patches.flatten(1, 2)[torch.arange(2)[:, None], index])

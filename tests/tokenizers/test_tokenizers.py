@@ -120,12 +120,13 @@ def test_pseudo_inverse_maps_embeddings_into_patch_width(hf_encoder):
     from tokencompose.tokenizers import MaskInversionEmbedding
 
     embedding = MaskInversionEmbedding(to_patch_width=True)
-    embedding.attach(hf_encoder)
+    assert embedding.encoder_request().inverse_projection  # asked of the encoder on every call, never stored
     assert embedding.output_width(hf_encoder) == hf_encoder.hidden_size
     projection = hf_encoder.projection_matrix()  # (Dv, De)
     hidden = torch.randn(3, hf_encoder.hidden_size)
     projected = hidden @ projection  # an embedding that is the projection of a hidden vector
     feats = features(batch=1, grid=4, width=hf_encoder.hidden_size)
+    feats.inverse_projection = hf_encoder(torch.randn(1, 3, 64, 64), embedding.encoder_request()).inverse_projection
     mapped, _ = embedding(feats, torch.ones(1, 3, 4, 4, dtype=torch.bool), projected[None])
     assert_close(mapped[0] @ projection, projected, atol=1e-4, rtol=1e-4)  # projecting back recovers it
 

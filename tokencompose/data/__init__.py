@@ -3,7 +3,13 @@
 from tokencompose.data.annotations import BadSample, ObjectRequirements
 from tokencompose.data.datamodule import ShardDataModule, SyntheticShapes
 from tokencompose.data.guards import NoSamples
-from tokencompose.data.processing import Collator, ImageTransform, SampleProcessor, pad_to_square
+from tokencompose.data.processing import (
+    Collator,
+    ImageTransform,
+    ProcessedSample,
+    SampleProcessor,
+    pad_to_square,
+)
 from tokencompose.data.reader import ShardError, ShardProblem, read_shard
 from tokencompose.data.shards import decode_sample, iterate_shard, write_shard
 from tokencompose.data.sources import Shards, resolve_shards
@@ -14,15 +20,18 @@ from tokencompose.data.synthetic import (
     shapes_text_tokenizer,
     shapes_vocabulary,
 )
+from tokencompose.data.transform import DataTransform
 
 __all__ = [
     "QUESTION_TYPES",
     "BadSample",
     "Collator",
+    "DataTransform",
     "EpochLoader",
     "ImageTransform",
     "NoSamples",
     "ObjectRequirements",
+    "ProcessedSample",
     "SampleProcessor",
     "ShapesGenerator",
     "ShardDataModule",

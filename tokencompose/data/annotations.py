@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from tokencompose.data.shards import EMBEDDINGS_KEY, MASKS_KEY, unpack_masks
+from tokencompose.types import ObjectRequirements
 
 
 class BadSample(ValueError):
@@ -23,20 +24,6 @@ class BadSample(ValueError):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class ObjectRequirements:
-    """What a model reads from stored annotations.
-
-    masks: every sample with an image must bring object masks (an object tokenizer reads them and no online
-        annotator makes them).
-    embedding_width: stored object embeddings must come with the masks, this wide (MaskInversion's De);
-        None: the model does not read stored embeddings, so they are dropped.
-    """
-
-    masks: bool = False
-    embedding_width: int | None = None
 
 
 @dataclass

@@ -12,14 +12,13 @@ from typing import Any
 
 import lightning as L
 
-from tokencompose.data.annotations import ObjectRequirements
 from tokencompose.data.guards import no_samples_error
-from tokencompose.data.processing import Collator, ImageTransform, SampleProcessor
+from tokencompose.data.processing import SampleProcessor
 from tokencompose.data.shards import MASKS_KEY, encode_png, pack_masks, write_shard
 from tokencompose.data.sources import Shards, resolve_shards
 from tokencompose.data.stream import EpochLoader, Mode, ShardStream
 from tokencompose.data.synthetic import ShapesGenerator, shapes_text_tokenizer
-from tokencompose.tokenizers.objects import ObjectTokenizer
+from tokencompose.data.transform import DataTransform
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +94,6 @@ def _urls(spec: str | list[str] | None, key: str = "shards") -> list[str]:
     return resolve_shards(spec, key).urls
 
 
-def object_requirements(model: Any) -> ObjectRequirements:
-    """What ``model`` reads from stored annotations: masks for its object tokenizer (unless an online annotator
-    makes them), and MaskInversion embeddings in the encoder's projected space (width ``embed_dim``)."""
-    objects = [tok for tok in model.tokenizers.values() if isinstance(tok, ObjectTokenizer)]
-    if not objects or getattr(model, "object_annotator", None) is not None:
-        return ObjectRequirements()
-    stored = any(not tok.embedding.embeds_from_masks for tok in objects)
-    return ObjectRequirements(masks=True, embedding_width=model.encoder.embed_dim if stored else None)
-
-
 def _at_least(values: dict[str, Any], low: int) -> list[str]:
     return [f"data.{name}={value!r} (must be an integer >= {low})" for name, value in values.items()
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low)]
@@ -127,8 +116,9 @@ class ShardDataModule(L.LightningDataModule):
             the samples of the training shards (synthetic settings or manifests).
         group_by_modality_length: batches of one modality (image or text-only) and similar length.
 
-    The model supplies image size, normalisation, text tokenizer, template, token budget and what it reads
-    from stored annotations: ``setup`` reads them from the trainer's model, or call ``attach(model)``.
+        transform: what the model needs done to each sample (``VLM.data_transform()``: image size and
+            normalisation, text tokenizer, template and token budgets, what stored annotations must bring).
+            The command line links it from the model; in Python pass it, or ``setup`` asks the trainer's model.
     """
 
     def __init__(
@@ -144,6 +134,7 @@ class ShardDataModule(L.LightningDataModule):
         train_mode: Mode = "resampled",
         train_batches_per_epoch: int | None = None,
         group_by_modality_length: bool = False,
+        transform: DataTransform | None = None,
     ) -> None:
         super().__init__()
         problems = _at_least({"batch_size": batch_size, "shuffle_buffer": shuffle_buffer,
@@ -164,9 +155,7 @@ class ShardDataModule(L.LightningDataModule):
         self.train_mode = train_mode
         self.train_batches_per_epoch = train_batches_per_epoch
         self.group_by_modality_length = group_by_modality_length
-        self.processor: SampleProcessor | None = None  # validation, test, predict: the test-time budget
-        self.train_processor: SampleProcessor | None = None  # training: the training budget
-        self.collator: Collator | None = None
+        self.transform = transform
         self._shards: dict[str, Shards] = {}
         self._train_loader: EpochLoader | None = None
         self._resume: tuple[int, int] | None = None
@@ -188,33 +177,26 @@ class ShardDataModule(L.LightningDataModule):
         if self.synthetic is not None:
             self.synthetic.write()
 
-    def attach(self, model: Any) -> None:
-        """Take preprocessing, text encoding and annotation requirements from a ``VLM``.
+    @property
+    def processor(self) -> SampleProcessor:
+        """Per-sample processing for validation, test and prediction (the test-time budget)."""
+        return self._transform().processor(training=False)
 
-        The training split sizes sequences with the model's training budget (e.g. oversampled object slots), every
-        other split with its test-time budget, whatever mode the model is in now.
-        """
-        encoder = model.encoder
-        image = ImageTransform(encoder.image_size, encoder.image_mean, encoder.image_std)
-        processors = {}
-        for training in (True, False):
-            conversations = model.conversation_encoder(training=training)
-            if conversations.max_length <= conversations.visual_tokens_per_image:
-                raise ValueError(
-                    f"model.max_length={conversations.max_length} leaves no room for text after the "
-                    f"{conversations.visual_tokens_per_image} visual tokens of one image: every image sample would "
-                    f"be skipped; set model.max_length above {conversations.visual_tokens_per_image}"
-                )
-            processors[training] = SampleProcessor(image, conversations, objects=object_requirements(model),
-                                                   require_target=training)
-        self.train_processor, self.processor = processors[True], processors[False]
-        self.collator = Collator(pad_token_id=model.llm.text_tokenizer.pad_token_id)
+    @property
+    def train_processor(self) -> SampleProcessor:
+        """Per-sample processing for training (the training budget; every sample keeps an answer token)."""
+        return self._transform().processor(training=True)
+
+    def _transform(self) -> DataTransform:
+        if self.transform is None:
+            raise RuntimeError("ShardDataModule: no data transform; pass `transform=model.data_transform()` "
+                               "(the command line links it from the model) or use it with a Trainer")
+        return self.transform
 
     def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.lightning_module is not None:
-            self.attach(self.trainer.lightning_module)
-        if self.processor is None:
-            raise RuntimeError("ShardDataModule: no model attached; call `attach(model)` or use it with a Trainer")
+        if self.transform is None and self.trainer is not None and self.trainer.lightning_module is not None:
+            self.transform = self.trainer.lightning_module.data_transform()
+        self._transform()
 
     def _world(self) -> int:
         return self.trainer.world_size if self.trainer is not None else 1
@@ -251,7 +233,7 @@ class ShardDataModule(L.LightningDataModule):
             group_by_modality_length=self.group_by_modality_length and training,
             counts=shards.counts, even_ranks=even,
         )
-        return EpochLoader(stream, num_workers=self.num_workers, collate_fn=self.collator)
+        return EpochLoader(stream, num_workers=self.num_workers, collate_fn=self._transform().collator())
 
     def train_dataloader(self) -> EpochLoader:
         self._train_loader = self._loader("train", shuffle=True, mode=self.train_mode)

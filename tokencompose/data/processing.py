@@ -110,6 +110,31 @@ def check_record(record: Any, num_images: int) -> list[dict[str, str]]:
 
 
 @dataclass
+class ProcessedSample:
+    """One example, as ``SampleProcessor`` makes it in a loader worker and ``Collator`` batches it.
+
+    pixels (M, 3, S, S): the sample's images in placeholder order (M = 0 for text-only); masks (K, S, S) bool of
+    its first image, scores (K,), embeddings (K, De) or None; ids and labels of the training text, prompt ids of
+    the generation prompt (without the last answer); the last answer and the question type, for evaluation.
+    """
+
+    key: str
+    pixels: Tensor
+    masks: Tensor | None
+    scores: Tensor
+    embeddings: Tensor | None
+    input_ids: list[int]
+    labels: list[int]
+    prompt_ids: list[int]
+    answer: str
+    question_type: str
+
+    @property
+    def has_image(self) -> bool:
+        return self.pixels.shape[0] > 0
+
+
+@dataclass
 class SampleProcessor:
     """A decoded shard sample -> tensors for one example (runs in data-loader workers).
 
@@ -124,7 +149,7 @@ class SampleProcessor:
     objects: ObjectRequirements | None = None
     require_target: bool = False
 
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, sample: dict[str, Any]) -> ProcessedSample:
         record = sample.get("json")
         images = sample_images(sample)
         conversation = check_record(record, num_images=len(images))
@@ -145,19 +170,18 @@ class SampleProcessor:
             transformed = [self.transform(image, stored.masks if i == 0 and stored else None) for i, image in enumerate(images)]
             pixels = torch.stack([p for p, _ in transformed])  # (M, 3, S, S)
             mask_tensor = transformed[0][1]
-        return {
-            "key": sample["__key__"],
-            "has_image": bool(images),
-            "pixels": pixels,
-            "masks": mask_tensor,
-            "scores": torch.zeros(0) if stored is None else stored.scores,
-            "embeddings": None if stored is None else stored.embeddings,
-            "input_ids": full.input_ids,
-            "labels": full.labels,
-            "prompt_ids": prompt.input_ids,
-            "answer": conversation[-1]["value"] if conversation[-1]["from"] == "gpt" else "",
-            "question_type": record.get("question_type", "unknown"),
-        }
+        return ProcessedSample(
+            key=sample["__key__"],
+            pixels=pixels,
+            masks=mask_tensor,
+            scores=torch.zeros(0) if stored is None else stored.scores,
+            embeddings=None if stored is None else stored.embeddings,
+            input_ids=full.input_ids,
+            labels=full.labels,
+            prompt_ids=prompt.input_ids,
+            answer=conversation[-1]["value"] if conversation[-1]["from"] == "gpt" else "",
+            question_type=record.get("question_type", "unknown"),
+        )
 
 
 def _pad(rows: list[list[int]], value: int, left: bool) -> tuple[Tensor, Tensor]:
@@ -171,27 +195,27 @@ def _pad(rows: list[list[int]], value: int, left: bool) -> tuple[Tensor, Tensor]
     return ids, mask
 
 
-def _stack_objects(samples: list[dict[str, Any]], image_size: int) -> ObjectMasks | None:
+def _stack_objects(samples: list[ProcessedSample], image_size: int) -> ObjectMasks | None:
     """One row per image (masks belong to a sample's single image; other images get empty rows)."""
-    if all(s["masks"] is None for s in samples):
+    if all(s.masks is None for s in samples):
         return None
-    images = sum(s["pixels"].shape[0] for s in samples)
-    most = max(0 if s["masks"] is None else s["masks"].shape[0] for s in samples)
+    images = sum(s.pixels.shape[0] for s in samples)
+    most = max(0 if s.masks is None else s.masks.shape[0] for s in samples)
     masks = torch.zeros(images, most, image_size, image_size, dtype=torch.bool)
     scores = torch.zeros(images, most)
     valid = torch.zeros(images, most, dtype=torch.bool)
-    widths = {s["key"]: s["embeddings"].shape[-1] for s in samples if s.get("embeddings") is not None}
+    widths = {s.key: s.embeddings.shape[-1] for s in samples if s.embeddings is not None}
     if len(set(widths.values())) > 1:  # only without a model's requirements (SampleProcessor.objects) to check
         raise ValueError(f"Collator: stored object embeddings of different widths in one batch: {widths}")
     embeddings = torch.zeros(images, most, next(iter(widths.values()))) if widths else None
     row = 0
     for s in samples:
-        if s["masks"] is not None and s["masks"].shape[0]:
-            k = s["masks"].shape[0]
-            masks[row, :k], scores[row, :k], valid[row, :k] = s["masks"], s["scores"], True
-            if embeddings is not None and s.get("embeddings") is not None:
-                embeddings[row, :k] = s["embeddings"]
-        row += s["pixels"].shape[0]
+        if s.masks is not None and s.masks.shape[0]:
+            k = s.masks.shape[0]
+            masks[row, :k], scores[row, :k], valid[row, :k] = s.masks, s.scores, True
+            if embeddings is not None and s.embeddings is not None:
+                embeddings[row, :k] = s.embeddings
+        row += s.pixels.shape[0]
     return ObjectMasks(masks=masks, scores=scores, valid=valid, embeddings=embeddings)
 
 
@@ -201,11 +225,11 @@ class Collator:
 
     pad_token_id: int
 
-    def __call__(self, samples: list[dict[str, Any]]) -> VLMBatch:
-        input_ids, attention_mask = _pad([s["input_ids"] for s in samples], self.pad_token_id, left=False)
-        labels, _ = _pad([s["labels"] for s in samples], IGNORE_INDEX, left=False)
-        prompt_ids, prompt_mask = _pad([s["prompt_ids"] for s in samples], self.pad_token_id, left=True)
-        pixels = torch.cat([s["pixels"] for s in samples])  # (I, 3, S, S): every image, in placeholder order
+    def __call__(self, samples: list[ProcessedSample]) -> VLMBatch:
+        input_ids, attention_mask = _pad([s.input_ids for s in samples], self.pad_token_id, left=False)
+        labels, _ = _pad([s.labels for s in samples], IGNORE_INDEX, left=False)
+        prompt_ids, prompt_mask = _pad([s.prompt_ids for s in samples], self.pad_token_id, left=True)
+        pixels = torch.cat([s.pixels for s in samples])  # (I, 3, S, S): every image, in placeholder order
         return VLMBatch(
             pixels=pixels,
             input_ids=input_ids,
@@ -214,8 +238,8 @@ class Collator:
             prompt_ids=prompt_ids,
             prompt_mask=prompt_mask,
             objects=_stack_objects(samples, pixels.shape[-1]),
-            answers=[s["answer"] for s in samples],
-            keys=[s["key"] for s in samples],
-            question_types=[s["question_type"] for s in samples],
-            images_per_sample=torch.tensor([s["pixels"].shape[0] for s in samples], dtype=torch.long),
+            answers=[s.answer for s in samples],
+            keys=[s.key for s in samples],
+            question_types=[s.question_type for s in samples],
+            images_per_sample=torch.tensor([s.pixels.shape[0] for s in samples], dtype=torch.long),
         )

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tokencompose.data.guards import NoSamples, SkipLog, UsableGuard, log, no_samples_error
+from tokencompose.data.processing import ProcessedSample
 from tokencompose.data.reader import ShardProblem, read_shard
 from tokencompose.data.shards import decode_sample
 
@@ -55,11 +56,11 @@ def buffer_shuffle(items: Iterator[Any], size: int, rng: random.Random) -> Itera
     yield from buffer
 
 
-def group_batches(samples: Iterator[dict[str, Any]], batch_size: int, window: int, rng: random.Random) -> Iterator[dict[str, Any]]:
+def group_batches(samples: Iterator[ProcessedSample], batch_size: int, window: int, rng: random.Random) -> Iterator[ProcessedSample]:
     """Reorder so that each run of ``batch_size`` samples has one modality and similar lengths (LLaVA's
     ``group_by_modality_length``): windows of samples are split by modality, sorted by length, cut into
     full batches and emitted in random order; leftovers carry over to the next window."""
-    pending: list[dict[str, Any]] = []
+    pending: list[ProcessedSample] = []
     for sample in samples:
         pending.append(sample)
         if len(pending) >= window:
@@ -71,11 +72,10 @@ def group_batches(samples: Iterator[dict[str, Any]], batch_size: int, window: in
     yield from pending
 
 
-def _full_batches(samples: list[dict[str, Any]], batch_size: int) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+def _full_batches(samples: list[ProcessedSample], batch_size: int) -> tuple[list[list[ProcessedSample]], list[ProcessedSample]]:
     batches, rest = [], []
     for has_image in (True, False):
-        group = sorted((s for s in samples if s["has_image"] == has_image),
-                       key=lambda s: len(s["input_ids"]))
+        group = sorted((s for s in samples if s.has_image == has_image), key=lambda s: len(s.input_ids))
         cut = len(group) - len(group) % batch_size
         batches += [group[i : i + batch_size] for i in range(0, cut, batch_size)]
         rest += group[cut:]

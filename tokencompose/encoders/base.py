@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 
-from tokencompose.types import EncoderOutput
+from tokencompose.parts import Checks
+from tokencompose.types import EncoderOutput, EncoderRequest
 
 
 @dataclass
@@ -26,7 +29,7 @@ class BlockTrace:
     context: Tensor
 
 
-class VisionEncoder(L.LightningModule):
+class VisionEncoder(L.LightningModule, Checks):
     """A ViT that gives the CLS token and patch grid of a selected layer plus the final image embedding.
 
     Subclasses set ``hidden_size`` (Dv), ``embed_dim`` (De), ``image_size``, ``patch_size``, ``image_mean``
@@ -48,14 +51,35 @@ class VisionEncoder(L.LightningModule):
         super().__init__()
         self.select_layer = select_layer
         self.freeze = freeze
-        self.cls_attention_layer: int | None = None  # set by tokenizers that rank patches by CLS attention
+        self._inverse: tuple[tuple, Tensor] | None = None  # (projection weight's identity, its pseudo-inverse)
 
     def cls_attention(self, block: int, x: Tensor) -> Tensor:
-        """Block input (B, T, C) -> the CLS query's post-softmax attention over the patches (B, T - 1), mean
-        over heads. Only the CLS query row is computed."""
+        """Block input (B, T, C) -> the CLS query's post-softmax attention over the patches, per head
+        (B, H, T - 1). Only the CLS query row is computed."""
         queries, keys, _, scale = self.attention_inputs(block, x)
         attention = torch.softmax((queries[:, :, :1] @ keys.transpose(-1, -2)) * scale, dim=-1)  # (B, H, 1, T)
-        return attention[:, :, 0, 1:].mean(dim=1)
+        return attention[:, :, 0, 1:]
+
+    def request_blocks(self, request: EncoderRequest) -> set[int]:
+        """The blocks (0-based) whose inputs a request needs."""
+        return {layer % self.num_blocks for layer in request.cls_attention | request.attention_keys}
+
+    def answer(self, request: EncoderRequest, block_input: Callable[[int], Tensor]) -> dict[str, Any]:
+        """The ``EncoderOutput`` fields a request asks for, from the inputs (B, T, C) of the blocks it needs."""
+        blocks = self.num_blocks
+        cls = {layer: self.cls_attention(layer % blocks, block_input(layer % blocks)) for layer in request.cls_attention}
+        keys = {layer: self.attention_inputs(layer % blocks, block_input(layer % blocks))[1].mean(1)  # (B, T, c)
+                for layer in request.attention_keys}
+        inverse = self.inverse_projection() if request.inverse_projection else None
+        return {"cls_attention": cls, "attention_keys": keys, "inverse_projection": inverse}
+
+    def inverse_projection(self) -> Tensor:
+        """(De, Dv): the pseudo-inverse of the final projection (float32), recomputed only when it changed."""
+        projection = self.projection_matrix()  # (Dv, De)
+        identity = (projection.data_ptr(), projection._version, projection.device, projection.shape)
+        if self._inverse is None or self._inverse[0] != identity:
+            self._inverse = (identity, torch.linalg.pinv(projection.detach().float()))
+        return self._inverse[1]
 
     @property
     def grid_size(self) -> int:

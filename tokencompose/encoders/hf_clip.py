@@ -11,7 +11,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithP
 
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.encoders.positions import resample_grid_positions
-from tokencompose.types import EncoderOutput
+from tokencompose.types import EncoderOutput, EncoderRequest
 
 
 class HFCLIPEncoder(VisionEncoder):
@@ -66,19 +66,16 @@ class HFCLIPEncoder(VisionEncoder):
     def _vision(self):  # CLIPVisionModel is the transformer itself; the projection variant wraps one
         return getattr(self.model, "vision_model", self.model)
 
-    def forward(self, pixels: Tensor) -> EncoderOutput:
-        """(B, 3, H, W) -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De))."""
+    def forward(self, pixels: Tensor, request: EncoderRequest | None = None) -> EncoderOutput:
+        """(B, 3, H, W) -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De), + ``request``)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             out = self._run(pixels)
         states = [out.hidden_states[layer] for layer in self.feature_layers]  # each (B, 1 + h*w, C)
         hidden = states[0] if len(states) == 1 else torch.cat(states, dim=-1)  # (B, 1 + h*w, Dv), Dv = C * layers
         embedding = out.image_embeds if self.with_projection else out.pooler_output
         patches = rearrange(hidden[:, 1:], "b (h w) d -> b h w d", h=self.grid_of(pixels)[0])
-        cls_attention = None
-        if self.cls_attention_layer is not None:
-            block = self.cls_attention_layer % self.num_blocks
-            cls_attention = self.cls_attention(block, out.hidden_states[block])
-        return EncoderOutput(cls=hidden[:, 0], patches=patches, embedding=embedding, cls_attention=cls_attention)
+        extras = self.answer(request or EncoderRequest(), lambda block: out.hidden_states[block])  # input of block
+        return EncoderOutput(cls=hidden[:, 0], patches=patches, embedding=embedding, **extras)
 
     def position_table(self, grid: tuple[int, int]) -> Tensor:
         embeddings = self._vision.embeddings

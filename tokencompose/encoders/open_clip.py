@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.encoders.positions import resample_grid_positions
-from tokencompose.types import EncoderOutput
+from tokencompose.types import EncoderOutput, EncoderRequest
 
 
 class OpenCLIPEncoder(VisionEncoder):
@@ -118,21 +118,20 @@ class OpenCLIPEncoder(VisionEncoder):
     def projection_matrix(self) -> Tensor:
         return self.visual.proj  # (Dv, De)
 
-    def forward(self, pixels: Tensor) -> EncoderOutput:
-        """(B, 3, H, W) -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De))."""
-        attention_block = None if self.cls_attention_layer is None else self.cls_attention_layer % self.num_blocks
-        if attention_block == 0:
-            raise ValueError("OpenCLIPEncoder: CLS attention of the first block is not available")
-        indices = sorted({self._block_index} | ({attention_block - 1} if attention_block is not None else set()))
+    def forward(self, pixels: Tensor, request: EncoderRequest | None = None) -> EncoderOutput:
+        """(B, 3, H, W) -> EncoderOutput(cls (B, Dv), patches (B, h, w, Dv), embedding (B, De), + ``request``)."""
+        request = request or EncoderRequest()
+        needed = self.request_blocks(request)
+        if 0 in needed:
+            raise ValueError("OpenCLIPEncoder: attention of the first block is not available (its input is not exposed)")
+        indices = sorted({self._block_index} | {block - 1 for block in needed})  # a block's input: the output before
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             outputs, embedding = self._block_outputs(pixels, indices)
             tokens = dict(zip(indices, outputs, strict=True))  # block -> its output (B, 1 + h*w, Dv)
-            cls_attention = None
-            if attention_block is not None:  # the output of the block before is the attention block's input
-                cls_attention = self.cls_attention(attention_block, tokens[attention_block - 1])
+            extras = self.answer(request, lambda block: tokens[block - 1])
         selected = tokens[self._block_index]
         patches = rearrange(selected[:, 1:], "b (h w) d -> b h w d", h=self.grid_of(pixels)[0])
-        return EncoderOutput(cls=selected[:, 0], patches=patches, embedding=embedding, cls_attention=cls_attention)
+        return EncoderOutput(cls=selected[:, 0], patches=patches, embedding=embedding, **extras)
 
     def _block_outputs(self, pixels: Tensor, indices: list[int]) -> tuple[list[Tensor], Tensor]:
         """(B, 3, H, W) -> the outputs (B, T, C) of blocks ``indices`` and the image embedding (B, De)."""

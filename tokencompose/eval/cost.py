@@ -74,5 +74,5 @@ def measure_cost(model, batch: VLMBatch, samples: int = 4, max_new_tokens: int |
         ttft_ms=sum(ms.get(s, 0.0) for s in BEFORE_FIRST_TOKEN),
         decode_tokens_per_s=(generated - n) / decode_s if decode_s > 0 else 0.0,
         peak_memory_mb=peak,
-        front_end_cached=model.object_annotator is None,
+        front_end_cached=not model.object_source.computes_objects,
     )

@@ -13,7 +13,6 @@ import torch
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
-from tokencompose.data.processing import Collator, ImageTransform, SampleProcessor
 from tokencompose.eval.sweep import build_model
 
 
@@ -32,11 +31,9 @@ class TokenComposeLMM(lmms):
         super().__init__()
         recipe = [a for c in config.split("+") for a in ("--config", c)] + overrides.split()
         self.model = build_model(recipe, {}, checkpoint).to(device).eval()
-        encoder = self.model.encoder
-        self.processor = SampleProcessor(
-            ImageTransform(encoder.image_size, encoder.image_mean, encoder.image_std), self.model.conversation_encoder()
-        )
-        self.collate = Collator(pad_token_id=self.model.llm.text_tokenizer.pad_token_id)
+        transform = self.model.data_transform()
+        self.processor = transform.processor(training=False)
+        self.collate = transform.collator()
         self.batch_size_per_gpu = int(batch_size)
 
     def _answer(self, context: str, images: list[Any], max_new_tokens: int) -> str:

@@ -89,7 +89,7 @@ def _predict_local(model, data: ShardDataModule, writer: PredictionWriter) -> An
     for index, batch in enumerate(data.predict_dataloader()):
         batch = move_data_to_device(batch, model.device)
         first_batch = batch if first_batch is None else first_batch
-        with torch.inference_mode(model.object_annotator is None):  # online MaskInversion needs autograd
+        with torch.inference_mode(not model.needs_autograd):  # online MaskInversion needs autograd
             writer.add(model.predict_step(batch, index))
     return first_batch
 
@@ -152,8 +152,7 @@ def evaluate(model, benchmark: str, shards: str | list[str], out: str | Path, ba
     if is_writer:
         out.mkdir(parents=True, exist_ok=True)
     model.max_new_tokens = spec.max_new_tokens
-    data = ShardDataModule(predict=urls, batch_size=batch_size)
-    data.attach(model)
+    data = ShardDataModule(predict=urls, batch_size=batch_size, transform=model.data_transform())
     model.eval()
     first_batch = None
     with predictions_file.open("w") if is_writer else nullcontext() as file:
@@ -180,7 +179,7 @@ def evaluate(model, benchmark: str, shards: str | list[str], out: str | Path, ba
     tally.log(benchmark)
     cost = None
     if cost_samples and first_batch is not None:
-        with torch.inference_mode(model.object_annotator is None):
+        with torch.inference_mode(not model.needs_autograd):
             cost = measure_cost(model, first_batch, cost_samples)
     mean_tokens = sum(r["visual_tokens"] for r in records) / max(1, len(records))
     report = {"shards": len(urls), "predicted": len(records), "scored": scored,

@@ -25,9 +25,11 @@ from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGener
 
 from tokencompose.encoders.hf_clip import HFCLIPEncoder
 from tokencompose.export.hf_processor import FeatureStrategy, llava_processor, vicuna_v1_chat_template
+from tokencompose.llm.base import CausalAttention, NoTextFusion, PlainDecoding
 from tokencompose.llm.causal_lm import CausalLM
 from tokencompose.llm.templates import IMAGE_PLACEHOLDER, VicunaV1Template
 from tokencompose.llm.text_tokenizer import load_text_tokenizer
+from tokencompose.masks.base import GivenObjects
 from tokencompose.model import VLM
 from tokencompose.projectors.base import ACTIVATIONS, MLPProjector
 from tokencompose.scalers.base import NoScaler
@@ -162,9 +164,11 @@ def _llava_shape_problems(vlm: VLM, chat_template: str | None) -> list[str]:
     projector = vlm.projectors["shared"] if "shared" in vlm.projectors else None
     if not isinstance(projector, MLPProjector) or len(projector.layers) != 3:
         problems.append("projector must be one shared MLPProjector of depth 2")
-    for part in ("prefusion", "summary_stream", "llm_pruner"):
-        if getattr(vlm, part) is not None:
-            problems.append(f"`{part}` is set (Hugging Face LLaVA has no equivalent)")
+    defaults = {"object_source": GivenObjects, "text_fusion": NoTextFusion, "attention": CausalAttention,
+                "decoding": PlainDecoding}
+    for part, default in defaults.items():
+        if type(getattr(vlm, part)) is not default:
+            problems.append(f"`{part}` is {type(getattr(vlm, part)).__name__} (Hugging Face LLaVA has no equivalent)")
     if hasattr(vlm.llm.model, "peft_config"):
         problems.append("LLM has LoRA adapters: merge them first (model.merge_and_unload())")
     if chat_template is None and not isinstance(vlm.template, VicunaV1Template):

@@ -1,9 +1,9 @@
 """FastV: after LLM layer K, drop the visual tokens that the last token attended to least at layer K-1.
 
-Training-free, at inference. The pruner runs the LLM's own decoder layers, final norm and head in a short loop
-(no model code copied), so that layers below K keep every token and layers from K on only the kept ones —
-with a KV cache too: each layer's cache has its own length and gets its own mask. The attention weights of
-layer K-1 are read with a forward hook, which needs the eager attention implementation.
+Training-free, at inference: a ``DecodingPolicy``. It runs the LLM's own decoder layers (``DecoderStack``), so
+that layers below K keep every token and layers from K on only the kept ones — with a KV cache too: each
+layer's cache has its own length and gets its own mask. The attention weights of layer K-1 are read with a
+forward hook, which needs the eager attention implementation (checked when the model is built).
 
 Two official variants (pkunlp-icler/FastV): the KV-cache one (``lmms-eval-with-kvcache/fastv_kvcache.py``)
 ranks once, at prefill, and keeps ``int(N * keep_ratio)`` of the N image tokens; the in-place one
@@ -13,28 +13,18 @@ re-ranks from the attention of the current last token. ``rerank_each_step`` pick
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import lightning as L
 import torch
 from torch import Tensor
 from transformers import DynamicCache
 
+from tokencompose.llm.base import DecodingPolicy
 from tokencompose.llm.causal_lm import CausalLM
 from tokencompose.llm.fusion import FusedInputs
+from tokencompose.llm.layers import DecoderStack, stack_problems
+from tokencompose.parts import Parts
 
 
-def causal_mask(valid: Tensor, queries: int, dtype: torch.dtype) -> Tensor:
-    """Keys (B, K) valid, the last ``queries`` of them asking -> additive (B, 1, queries, K)."""
-    keys = valid.shape[1]
-    rows = torch.arange(keys - queries, keys, device=valid.device)[:, None]
-    allowed = (torch.arange(keys, device=valid.device)[None] <= rows)[None] & valid.bool()[:, None, :]
-    allowed |= torch.arange(keys, device=valid.device)[None] == rows  # a padded query still attends to itself
-    return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-
-
-class FastV(L.LightningModule):
+class FastV(DecodingPolicy):
     """Keep ``int(N * (1 - drop_ratio))`` of the N visual tokens after layer ``layer`` (K); ``drop_ratio`` 0
     changes nothing. Paper defaults K = 2, 50 %. Text tokens are always kept; positions keep their original ids.
 
@@ -53,8 +43,19 @@ class FastV(L.LightningModule):
         self.drop_ratio = drop_ratio
         self.rerank_each_step = rerank_each_step
 
+    def problems(self, parts: Parts) -> list[str]:
+        problems = stack_problems(parts.llm, "FastV")
+        if parts.attention.changes_mask:
+            problems.append(f"FastV runs the LLM's layers with a causal mask and cannot honour "
+                            f"{type(parts.attention).__name__}'s attention (model.attention)")
+        return problems
+
     def stepper(self, lm: CausalLM, prompt: FusedInputs, use_cache: bool) -> FastVStepper:
         return FastVStepper(self, lm, prompt, use_cache and not self.rerank_each_step)
+
+    def kept_fraction(self, visual_tokens: int, layers: int) -> float:
+        kept = self.kept_count(visual_tokens)
+        return (self.layer * visual_tokens + (layers - self.layer) * kept) / (layers * max(1, visual_tokens))
 
     def kept_count(self, visual_tokens: int) -> int:
         """How many of N visual tokens stay: ``int(N * keep_ratio)``, keep_ratio = 1 - drop_ratio (rounded
@@ -77,26 +78,14 @@ class FastV(L.LightningModule):
         return ranked.topk(valid.shape[1] - drop, dim=1).indices.sort(dim=1).values
 
 
-@dataclass
-class _Stack:
-    layers: Any
-    rotary: Any
-    norm: Any
-    head: Any
-
-
 class FastVStepper:
     """Greedy decoding steps with FastV pruning: at prefill (the same kept set with and without a cache), or,
     with ``rerank_each_step`` and no cache, again at every step over the whole sequence."""
 
     def __init__(self, fastv: FastV, lm: CausalLM, prompt: FusedInputs, use_cache: bool) -> None:
-        if prompt.hidden is not None:
-            raise ValueError("FastV with a summary stream (VoCo) is not supported")
-        model = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
-        if model.config._attn_implementation != "eager":
-            raise ValueError("FastV reads attention weights: build the LLM with `attn_implementation: eager`")
-        decoder = model.get_decoder()
-        self.stack = _Stack(decoder.layers, decoder.rotary_emb, decoder.norm, model.get_output_embeddings())
+        if prompt.allowed is not None:
+            raise ValueError("FastV cannot honour an attention policy's mask (see FastV.problems)")
+        self.stack = DecoderStack(lm)
         self.fastv, self.prompt, self.use_cache = fastv, prompt, use_cache
         self.embeds, self.positions = prompt.inputs_embeds, prompt.position_ids
         self.valid = prompt.attention_mask.bool()
@@ -105,22 +94,13 @@ class FastVStepper:
         self.cache = DynamicCache() if use_cache else None
 
     def _run(self, x: Tensor, positions: Tensor, valid: Tensor, layers: range, queries: int) -> Tensor:
-        rotary = self.stack.rotary(x, positions)
-        mask = causal_mask(valid, queries, x.dtype)
-        for i in layers:
-            x = self.stack.layers[i](x, attention_mask=mask, position_ids=positions, past_key_values=self.cache,
-                                     use_cache=self.cache is not None, position_embeddings=rotary)
-        return x
+        return self.stack.run(x, positions, valid, layers, queries, self.cache)
 
     def _forward_full(self) -> Tensor:
         """Every position through layers < K, the kept ones through the rest -> last logits (B, V)."""
         k = self.fastv.layer
-        captured: list[Tensor] = []
-        hook = self.stack.layers[k - 1].self_attn.register_forward_hook(lambda _m, _i, out: captured.append(out[1]))
-        try:
+        with self.stack.attention_of(k - 1) as captured:
             x = self._run(self.embeds, self.positions, self.valid, range(k), self.embeds.shape[1])
-        finally:
-            hook.remove()
         if self.fastv.rerank_each_step:  # the newest token's attention over the whole sequence (B, H, L, L)
             self.keep = keep = self.fastv.keep_index(captured[-1], self.valid, self.visual)
         else:
@@ -133,8 +113,8 @@ class FastVStepper:
         x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
         positions, valid = self.positions.gather(1, keep), self.valid.gather(1, keep)
         self.kept_valid = valid
-        x = self._run(x, positions, valid, range(k, len(self.stack.layers)), x.shape[1])
-        return self.stack.head(self.stack.norm(x[:, -1:]))[:, 0]
+        x = self._run(x, positions, valid, range(k, len(self.stack)), x.shape[1])
+        return self.stack.logits(x)
 
     def first(self) -> Tensor:
         return self._forward_full()
@@ -150,5 +130,5 @@ class FastVStepper:
         self.kept_valid = torch.cat([self.kept_valid, one], dim=1)
         k = self.fastv.layer
         x = self._run(embeds, positions, self.valid, range(k), 1)  # layers < K: the full-length caches
-        x = self._run(x, positions, self.kept_valid, range(k, len(self.stack.layers)), 1)  # pruned caches
-        return self.stack.head(self.stack.norm(x))[:, 0]
+        x = self._run(x, positions, self.kept_valid, range(k, len(self.stack)), 1)  # pruned caches
+        return self.stack.logits(x)

@@ -14,8 +14,10 @@ from tokencompose.llm.conversation import IGNORE_INDEX
 class FusedInputs:
     """What the LLM consumes. inputs_embeds (B, L, D); attention_mask, position_ids, labels: (B, L).
 
-    visual_kind (B, L): the stream index of each visual position, -1 for text. hidden (B, L) and summary_end
-    (B,): with a summary stream (VoCo-LLaMA), positions after ``summary_end`` must not see ``hidden`` ones.
+    visual_kind (B, L): the stream index of each visual position, -1 for text.
+    allowed (B, L, L) bool: which keys each position may attend to, set by an ``AttentionPolicy``; None means
+    causal over the valid positions. decode_keys (B, L) bool: which of these positions a generated token may
+    attend to (None: every valid one).
     """
 
     inputs_embeds: Tensor
@@ -23,39 +25,28 @@ class FusedInputs:
     position_ids: Tensor
     labels: Tensor | None
     visual_kind: Tensor | None = None
-    hidden: Tensor | None = None
-    summary_end: Tensor | None = None
-
-    def hide_before(self, kind: int) -> None:
-        """Hide everything before each row's first position of stream ``kind`` from the positions after its
-        last one (rows without that stream are left alone)."""
-        is_kind = self.visual_kind == kind  # (B, L)
-        positions = torch.arange(is_kind.shape[1], device=is_kind.device)
-        has = is_kind.any(1)
-        first = torch.where(is_kind, positions, is_kind.shape[1]).min(1).values
-        last = torch.where(is_kind, positions, -1).max(1).values
-        self.hidden = (positions[None] < first[:, None]) & has[:, None]
-        self.summary_end = torch.where(has, last, is_kind.shape[1])
+    allowed: Tensor | None = None
+    decode_keys: Tensor | None = None
 
     def attention(self, extra: int = 0) -> Tensor:
-        """The mask for a forward over these positions plus ``extra`` new ones (all after the summary):
-        (B, L + extra) when nothing is hidden, else an additive (B, 1, L + extra, L + extra)."""
-        valid = torch.cat([self.attention_mask, self.attention_mask.new_ones(self.attention_mask.shape[0], extra)], 1)
-        if self.hidden is None:
+        """The mask for a forward over these positions plus ``extra`` generated ones after them: (B, L + extra)
+        when attention is plain causal, else an additive (B, 1, L + extra, L + extra)."""
+        batch, length = self.attention_mask.shape
+        valid = torch.cat([self.attention_mask, self.attention_mask.new_ones(batch, extra)], 1)
+        if self.allowed is None:
             return valid
-        length = valid.shape[1]
-        positions = torch.arange(length, device=valid.device)
-        hidden = torch.cat([self.hidden, self.hidden.new_zeros(self.hidden.shape[0], extra)], 1)
-        after = positions[None] > self.summary_end[:, None]  # (B, L + extra) queries past the summary
-        allowed = (positions[None, :, None] >= positions[None, None, :]) & valid.bool()[:, None, :]
-        allowed &= ~(after[:, :, None] & hidden[:, None, :])
-        allowed |= torch.eye(length, dtype=torch.bool, device=valid.device)  # no empty rows
+        total = length + extra
+        allowed = torch.zeros(batch, total, total, dtype=torch.bool, device=valid.device)
+        allowed[:, :length, :length] = self.allowed
+        allowed[:, length:, :length] = self.key_mask().bool()[:, None, :]  # generated tokens see the decode keys
+        allowed[:, length:, length:] = torch.ones(extra, extra, dtype=torch.bool, device=valid.device).tril()
+        allowed |= torch.eye(total, dtype=torch.bool, device=valid.device)  # no empty rows
         dtype = self.inputs_embeds.dtype
         return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
     def key_mask(self) -> Tensor:
-        """(B, L): what a new token after the summary may attend to (for decoding with a cache)."""
-        return self.attention_mask if self.hidden is None else self.attention_mask * (~self.hidden)
+        """(B, L): what a generated token may attend to (for decoding with a cache)."""
+        return self.attention_mask if self.decode_keys is None else self.attention_mask * self.decode_keys
 
 
 def fuse_visual_tokens(

@@ -1,27 +1,20 @@
 """Greedy decoding over fused embeddings, with or without a KV cache (the two give the same tokens).
 
-The loop asks a *stepper* for next-token logits: ``PlainStepper`` runs the LLM as is; a pruner (FastV) can
-supply its own stepper that drives the LLM's layers itself.
+The loop asks a *stepper* for next-token logits (``tokencompose.llm.base.Stepper``): ``PlainStepper`` runs the
+LLM as is; a ``DecodingPolicy`` (FastV, FitPrune, SparseVLM) supplies its own that drives the LLM's layers.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from tokencompose.llm.base import Stepper
 from tokencompose.llm.causal_lm import CausalLM
 from tokencompose.llm.fusion import FusedInputs
 from tokencompose.profiling import StageProfiler, stage
-
-
-class Stepper(Protocol):
-    def first(self) -> Tensor:
-        """Logits (B, V) for the token after the prompt."""
-
-    def next(self, embeds: Tensor, positions: Tensor) -> Tensor:
-        """Append one token (B, 1, D) at positions (B, 1) -> logits (B, V) for the token after it."""
 
 
 class PlainStepper:
@@ -30,7 +23,7 @@ class PlainStepper:
     def __init__(self, lm: CausalLM, prompt: FusedInputs, use_cache: bool) -> None:
         self.lm, self.prompt, self.use_cache = lm, prompt, use_cache
         self.embeds, self.positions = prompt.inputs_embeds, prompt.position_ids
-        self.keys = prompt.key_mask()  # what every new token may attend to (VoCo hides the image)
+        self.keys = prompt.key_mask()  # what every new token may attend to (an attention policy may hide some)
         self.past: Any = None
         self.steps = 0
 

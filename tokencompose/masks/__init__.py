@@ -1,6 +1,7 @@
 """Object masks: pure functions for IoU, NMS, selection, background masks and pooling by mask."""
 
 from tokencompose.masks.annotator import ObjectAnnotator
+from tokencompose.masks.base import GivenObjects, ObjectSource
 from tokencompose.masks.detr_sam import DetrSamProposer
 from tokencompose.masks.legrad import legrad
 from tokencompose.masks.mask_inversion import (
@@ -24,6 +25,8 @@ from tokencompose.masks.sam_grid import SamGridProposer
 
 __all__ = [
     "DetrSamProposer",
+    "GivenObjects",
+    "ObjectSource",
     "GroundTruthMasks",
     "MaskInversionSettings",
     "MaskPostprocess",

@@ -6,14 +6,14 @@ inference), the VLM runs it before its tokenizers.
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 from torch import Tensor
 
 from tokencompose.encoders.base import VisionEncoder
+from tokencompose.masks.base import ObjectSource
 from tokencompose.masks.mask_inversion import MaskInversionSettings, mask_inversion_fast
 from tokencompose.masks.proposer import GroundTruthMasks, MaskProposer
-from tokencompose.types import ObjectMasks
+from tokencompose.types import ObjectMasks, ObjectRequirements
 
 
 def unnormalise(pixels: Tensor, encoder: VisionEncoder) -> Tensor:
@@ -23,17 +23,25 @@ def unnormalise(pixels: Tensor, encoder: VisionEncoder) -> Tensor:
     return (pixels * std + mean).clamp(0, 1)
 
 
-class ObjectAnnotator(L.LightningModule):
+class ObjectAnnotator(ObjectSource):
     """Masks from ``proposer`` (default: the masks given with the samples), then one MaskInversion embedding
     per mask (skipped when ``inversion`` is None).
 
     forward: encoder, pixels (B, 3, S, S) normalised, given masks -> ObjectMasks (B, K, S, S) with embeddings.
     """
 
+    needs_autograd = True
+    computes_objects = True
+
     def __init__(self, proposer: MaskProposer | None = None, inversion: MaskInversionSettings | None = None) -> None:
         super().__init__()
         self.proposer = proposer if proposer is not None else GroundTruthMasks()
         self.inversion = inversion if inversion is not None else MaskInversionSettings()
+
+    def data_requirements(self, needs: ObjectRequirements) -> ObjectRequirements:
+        """Nothing, unless its proposer reads the masks that come with the samples (``GroundTruthMasks``);
+        embeddings are always computed here."""
+        return ObjectRequirements(masks=needs.masks and self.proposer.reads_given_masks)
 
     @property
     def description(self) -> str:

@@ -45,6 +45,9 @@ class MaskProposer(L.LightningModule):
     forward: images (B, 3, S, S) float in [0, 1] (+ masks that came with them) -> ObjectMasks (B, K, S, S).
     """
 
+    #: whether it reads the masks that come with the samples (then the samples must bring them)
+    reads_given_masks: bool = False
+
     def __init__(self, postprocess: MaskPostprocess | None = None) -> None:
         super().__init__()
         self.postprocess = postprocess or MaskPostprocess()
@@ -65,6 +68,8 @@ class MaskProposer(L.LightningModule):
 
 class GroundTruthMasks(MaskProposer):
     """The masks that come with the samples (e.g. the synthetic shapes), post-processed."""
+
+    reads_given_masks = True
 
     def propose(self, images: Tensor, given: ObjectMasks | None) -> ObjectMasks:
         if given is None:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import lightning as L
 from torch import Tensor
 
+from tokencompose.parts import Checks, Parts
 from tokencompose.types import TokenStream
 
 
@@ -20,7 +21,7 @@ def masked_moments(tokens: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     return mean, var.sqrt()
 
 
-class StreamScaler(L.LightningModule):
+class StreamScaler(L.LightningModule, Checks):
     """Rescales the ``targets`` streams (default: every stream but the reference) towards ``reference``.
 
     forward: dict[name, TokenStream(tokens (B, N, D), valid (B, N))] -> the same dict, targets rescaled.
@@ -31,15 +32,13 @@ class StreamScaler(L.LightningModule):
         self.reference = reference
         self.targets = targets
 
-    def check_streams(self, names: Iterable[str]) -> None:
-        """Raise if the reference or a target is not among the model's stream names."""
-        names = list(names)
-        missing = [n for n in [self.reference, *(self.targets or [])] if n not in names]
-        if missing:
-            raise ValueError(
-                f"{type(self).__name__}: stream(s) {missing} not found; the model's tokenizers are {names} "
-                "(set `reference` / `targets` to those keys)"
-            )
+    def problems(self, parts: Parts) -> list[str]:
+        """The reference and every target must be streams of the model."""
+        missing = [n for n in [self.reference, *(self.targets or [])] if n not in parts.tokenizers]
+        if not missing:
+            return []
+        return [f"stream(s) {missing} not found; the model's tokenizers are {parts.streams} (set `reference` / "
+                "`targets` to those keys)"]
 
     def target_names(self, names: Iterable[str]) -> list[str]:
         return [n for n in names if n != self.reference] if self.targets is None else list(self.targets)
@@ -65,8 +64,8 @@ class NoScaler(StreamScaler):
     def forward(self, streams: dict[str, TokenStream]) -> dict[str, TokenStream]:
         return streams
 
-    def check_streams(self, names: Iterable[str]) -> None:
-        return None
+    def problems(self, parts: Parts) -> list[str]:
+        return []
 
     def rescale(self, name: str, stream: TokenStream, reference: TokenStream) -> Tensor:
         return stream.tokens

@@ -1,7 +1,8 @@
-"""Visual tokenizers: global (CLS), patch pooling, object tokens."""
+"""Visual tokenizers (global, patch pooling, objects, query compression, selection) and budget schedules."""
 
 from tokencompose.tokenizers.attention_select import CLSAttentionSelector
-from tokencompose.tokenizers.base import VisualTokenizer
+from tokencompose.tokenizers.base import BudgetSchedule, FixedBudget, TokenizerFactory, VisualTokenizer
+from tokencompose.tokenizers.budget_schedules import AverageOverBudgets, SampledBudget
 from tokencompose.tokenizers.compression_tokens import CompressionTokens
 from tokencompose.tokenizers.global_token import GlobalTokenizer
 from tokencompose.tokenizers.matryoshka_pool import MatryoshkaPoolTokenizer
@@ -15,16 +16,21 @@ from tokencompose.tokenizers.patch_pool import PatchPoolTokenizer
 from tokencompose.tokenizers.queries import MatryoshkaQueryTransformer, QueryCompressor
 
 __all__ = [
+    "AverageOverBudgets",
+    "BudgetSchedule",
     "CLSAttentionSelector",
     "CompressionTokens",
-    "MatryoshkaPoolTokenizer",
-    "MatryoshkaQueryTransformer",
-    "QueryCompressor",
+    "FixedBudget",
     "GlobalTokenizer",
     "MaskInversionEmbedding",
     "MaskedPoolEmbedding",
+    "MatryoshkaPoolTokenizer",
+    "MatryoshkaQueryTransformer",
     "ObjectEmbedding",
     "ObjectTokenizer",
     "PatchPoolTokenizer",
+    "QueryCompressor",
+    "SampledBudget",
+    "TokenizerFactory",
     "VisualTokenizer",
 ]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from tokencompose.encoders.base import VisionEncoder
+from tokencompose.parts import Parts
 from tokencompose.tokenizers.base import VisualTokenizer
-from tokencompose.types import EncoderOutput, ObjectMasks, TokenStream
+from tokencompose.types import EncoderOutput, EncoderRequest, ObjectMasks, TokenStream
 
 
 class CLSAttentionSelector(VisualTokenizer):
@@ -21,18 +22,21 @@ class CLSAttentionSelector(VisualTokenizer):
         self.keep = keep
         self.layer = layer
 
-    def attach(self, encoder: VisionEncoder) -> None:
-        encoder.cls_attention_layer = self.layer  # the encoder computes the CLS row of that layer in its forward
+    def encoder_request(self) -> EncoderRequest:
+        return EncoderRequest(cls_attention=frozenset({self.layer}))
+
+    def problems(self, parts: Parts) -> list[str]:
+        blocks = parts.encoder.num_blocks
+        return [] if -blocks <= self.layer < blocks else [f"layer={self.layer}: the encoder has {blocks} blocks"]
 
     def forward(self, features: EncoderOutput, objects: ObjectMasks | None = None) -> TokenStream:
-        """EncoderOutput.patches (B, h, w, D) + cls_attention (B, h*w) -> TokenStream (B, keep, D)."""
+        """EncoderOutput.patches (B, h, w, D) + cls_attention[layer] (B, H, h*w) -> TokenStream (B, keep, D)."""
         patches = features.patches.flatten(1, 2)  # (B, h*w, D)
         if self.keep is None or self.keep >= patches.shape[1]:
             tokens = patches
         else:
-            if features.cls_attention is None:
-                raise ValueError("CLSAttentionSelector: the encoder returned no CLS attention (was it attached?)")
-            index = features.cls_attention.topk(self.keep, dim=1).indices.sort(dim=1).values  # original order
+            score = features.cls_attention[self.layer].mean(dim=1)  # (B, h*w): mean over heads, as FasterVLM
+            index = score.topk(self.keep, dim=1).indices.sort(dim=1).values  # original order
             tokens = patches.gather(1, index[..., None].expand(-1, -1, patches.shape[-1]))
         return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
 

@@ -1,18 +1,29 @@
-"""The visual-tokenizer interface: encoder features (+ object masks) in, a ``TokenStream`` out."""
+"""The visual-tokenizer interface, and the training budget schedule extension point.
+
+A ``VisualTokenizer`` turns encoder features (+ object masks) into a ``TokenStream``. A tokenizer whose weights
+depend on the encoder's width takes it as its first constructor argument ``in_dim`` (as projectors take theirs):
+a recipe gives the rest and ``VLM`` supplies ``encoder.hidden_size`` — built whole, never attached later.
+Per call, a tokenizer may ask the encoder for more than CLS and patches (``encoder_request``).
+
+A ``BudgetSchedule`` decides which budget each training step uses (M3 averages the loss over its scales, MQT
+samples its query count); the default ``FixedBudget`` trains with the configured one.
+"""
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
-from torch import nn
+from torch import Tensor, nn
 
 from tokencompose.encoders.base import VisionEncoder
-from tokencompose.types import EncoderOutput, ObjectMasks, TokenStream
+from tokencompose.parts import Checks
+from tokencompose.types import EncoderOutput, EncoderRequest, ObjectMasks, ObjectRequirements, TokenStream
 
 
-class VisualTokenizer(L.LightningModule):
+class VisualTokenizer(L.LightningModule, Checks):
     """Turns encoder features into one stream of visual tokens (with a validity mask).
 
     Every tokenizer can say, before running, how many tokens it emits per image and at what width, so that
@@ -23,17 +34,28 @@ class VisualTokenizer(L.LightningModule):
     def forward(self, features: EncoderOutput, objects: ObjectMasks | None = None) -> TokenStream:
         """EncoderOutput (+ ObjectMasks) -> TokenStream(tokens (B, N, D), valid (B, N))."""
 
-    def attach(self, encoder: VisionEncoder) -> None:
-        """Called once by the model with its encoder, for tokenizers that build or precompute from it."""
+    def encoder_request(self) -> EncoderRequest:
+        """What this tokenizer needs the encoder to compute for it on every call (default: nothing extra)."""
+        return EncoderRequest()
 
+    def object_requirements(self, encoder: VisionEncoder) -> ObjectRequirements:
+        """What the samples must bring for it (object masks, stored embeddings); default: nothing."""
+        return ObjectRequirements()
+
+    # ---- budgets: what a BudgetSchedule may switch between ---------------------------------------------
     def budget_variants(self) -> list[Any]:
-        """Budgets the training loss is averaged over (one forward each, like M3's scales); [] for none."""
+        """The budgets a schedule may train this tokenizer with (M3's scales, MQT's query counts); [] for none."""
         return []
+
+    def current_budget(self) -> Any:
+        """The budget it runs with now (restored after a training step that switched it)."""
+        return None
 
     def use_budget(self, variant: Any) -> None:
         """Switch to one of ``budget_variants()``."""
         raise NotImplementedError(f"{type(self).__name__} has no budget variants")
 
+    # ---- projection -------------------------------------------------------------------------------------
     #: whether ``project`` does more than project token by token (then a shared projector runs per stream)
     reduces_after_projection: bool = False
 
@@ -54,3 +76,21 @@ class VisualTokenizer(L.LightningModule):
     @abstractmethod
     def output_width(self, encoder: VisionEncoder) -> int:
         """The width D of the tokens ``forward`` returns (the projector's input) for this encoder."""
+
+
+# What a recipe gives for a tokenizer whose weights need the encoder's width: its class and options; the VLM
+# calls it with ``encoder.hidden_size``.
+TokenizerFactory = Callable[[int], VisualTokenizer]
+
+
+class BudgetSchedule(L.LightningModule, Checks):
+    """Which budget each training step uses. ``training_loss`` runs the step's loss (``loss_at()``, one forward)
+    as often as the schedule needs and leaves every tokenizer at the budget it had before."""
+
+    def training_loss(self, loss_at: Callable[[], Tensor], tokenizers: Mapping[str, VisualTokenizer]) -> Tensor:
+        """The loss of one training step."""
+        return loss_at()
+
+
+class FixedBudget(BudgetSchedule):
+    """Train with the configured budgets, one forward per step."""

@@ -1,5 +1,5 @@
 """Learned compression tokens (VoCo-LLaMA's ``<voco>``): placed after the image, they are all that the text
-after them can see of it when the model hides the image behind them (``VLM(summary_stream=...)``)."""
+after them can see of it when the model hides the image behind them (``HideBehindStream``, the attention policy)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,15 @@ from tokencompose.types import EncoderOutput, ObjectMasks, TokenStream
 
 
 class CompressionTokens(VisualTokenizer):
-    """``count`` learned tokens, the same for every image (their content comes from attending to the image)."""
+    """``count`` learned tokens, the same for every image (their content comes from attending to the image).
+    ``in_dim``: the encoder's width (the VLM supplies it in a recipe)."""
 
-    def __init__(self, count: int = 1) -> None:
+    def __init__(self, in_dim: int, count: int = 1) -> None:
         super().__init__()
         if count < 1:
             raise ValueError(f"CompressionTokens: count={count}; must be >= 1")
-        self.count = count
-
-    def attach(self, encoder: VisionEncoder) -> None:
-        self.tokens = nn.Parameter(torch.randn(self.count, encoder.hidden_size) * 0.02)
+        self.in_dim, self.count = in_dim, count
+        self.tokens = nn.Parameter(torch.randn(count, in_dim) * 0.02)
 
     def forward(self, features: EncoderOutput, objects: ObjectMasks | None = None) -> TokenStream:
         """EncoderOutput (B images) -> TokenStream (B, count, Dv)."""
@@ -33,4 +32,4 @@ class CompressionTokens(VisualTokenizer):
         return self.count
 
     def output_width(self, encoder: VisionEncoder) -> int:
-        return encoder.hidden_size
+        return self.in_dim

@@ -10,6 +10,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from tokencompose.encoders.base import VisionEncoder
+from tokencompose.parts import Parts
 from tokencompose.tokenizers.base import VisualTokenizer
 from tokencompose.types import EncoderOutput, ObjectMasks, TokenStream
 
@@ -30,8 +31,8 @@ def nested_avg_pool(tokens: Tensor, scale: int) -> Tensor:
 class MatryoshkaPoolTokenizer(VisualTokenizer):
     """Average pooling (kernel = stride = grid / side) to ``scale`` tokens, a square among ``scales``.
 
-    In training the model averages the LM loss over every scale (one forward each, as M3 does); at test time
-    ``scale`` picks one. As in M3 (mu-cai/matryoshka-mm ``encode_images`` then ``matryoshka_vis_token_process``)
+    M3's training averages the LM loss over every scale (one forward each: ``AverageOverBudgets`` as the model's
+    budget schedule); at test time ``scale`` picks one. As in M3 (mu-cai/matryoshka-mm ``encode_images`` then ``matryoshka_vis_token_process``)
     the projector runs on every patch and the pooling comes after it: ``forward`` emits all h*w patches and
     ``project`` pools the projected grid. The scaler, if any, therefore sees all patches.
 
@@ -53,14 +54,16 @@ class MatryoshkaPoolTokenizer(VisualTokenizer):
             raise ValueError(f"MatryoshkaPoolTokenizer: scale={self.scale}; allowed: {list(self.scales)}")
         self.pool_before_projector = pool_before_projector
 
-    def attach(self, encoder: VisionEncoder) -> None:
-        grid = encoder.grid_size
+    def problems(self, parts: Parts) -> list[str]:
+        grid = parts.encoder.grid_size
         bad = [s for s in self.scales if grid % math.isqrt(s)]
-        if bad:
-            raise ValueError(f"MatryoshkaPoolTokenizer: scales {bad} do not divide the encoder's {grid}x{grid} grid")
+        return [f"scales {bad} do not divide the encoder's {grid}x{grid} grid"] if bad else []
 
     def budget_variants(self) -> list[int]:
         return list(self.scales)
+
+    def current_budget(self) -> int:
+        return self.scale
 
     def use_budget(self, variant: int) -> None:
         self.scale = variant

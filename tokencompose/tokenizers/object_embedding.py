@@ -5,12 +5,11 @@ from __future__ import annotations
 from abc import abstractmethod
 
 import lightning as L
-import torch
 from torch import Tensor
 
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.masks.ops import masked_average_pool
-from tokencompose.types import EncoderOutput
+from tokencompose.types import EncoderOutput, EncoderRequest
 
 
 class ObjectEmbedding(L.LightningModule):
@@ -24,8 +23,9 @@ class ObjectEmbedding(L.LightningModule):
         """EncoderOutput, masks (B, K, H, W) bool, precomputed embeddings (B, K, De) or None
         -> embeddings (B, K, D), usable (B, K) bool."""
 
-    def attach(self, encoder: VisionEncoder) -> None:
-        """Called once with the model's encoder."""
+    def encoder_request(self) -> EncoderRequest:
+        """What this embedding needs the encoder to compute on every call (default: nothing extra)."""
+        return EncoderRequest()
 
     @abstractmethod
     def output_width(self, encoder: VisionEncoder) -> int:
@@ -56,23 +56,20 @@ class MaskInversionEmbedding(ObjectEmbedding):
     def __init__(self, to_patch_width: bool = False) -> None:
         super().__init__()
         self.to_patch_width = to_patch_width
-        self.register_buffer("inverse_projection", torch.empty(0), persistent=False)
 
-    def attach(self, encoder: VisionEncoder) -> None:
-        if self.to_patch_width:
-            projection = encoder.projection_matrix().detach().float()  # (Dv, De)
-            self.inverse_projection = torch.linalg.pinv(projection)  # (De, Dv)
+    def encoder_request(self) -> EncoderRequest:
+        return EncoderRequest(inverse_projection=self.to_patch_width)
 
     def forward(self, features: EncoderOutput, masks: Tensor, stored: Tensor | None) -> tuple[Tensor, Tensor]:
         """stored (B, K, De) -> (B, K, De), or (B, K, Dv) with ``to_patch_width``; usable where the mask is nonempty."""
         if stored is None:
             raise ValueError(
                 "MaskInversionEmbedding needs object embeddings with the batch: read shards written by "
-                "`tokencompose annotate`, or give the model an `object_annotator` for online use"
+                "`tokencompose annotate`, or give the model an online `object_source` (ObjectAnnotator)"
             )
         embeddings = stored.to(features.patches.dtype)
         if self.to_patch_width:
-            embeddings = embeddings @ self.inverse_projection.to(embeddings.dtype)
+            embeddings = embeddings @ features.inverse_projection.to(embeddings.dtype)  # (B, K, Dv)
         return embeddings, masks.flatten(2).any(-1)
 
     def output_width(self, encoder: VisionEncoder) -> int:

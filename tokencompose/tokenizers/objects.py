@@ -11,7 +11,7 @@ from tokencompose.encoders.base import VisionEncoder
 from tokencompose.masks.ops import background_mask, greedy_mask_nms, mask_area, select_top_k
 from tokencompose.tokenizers.base import VisualTokenizer
 from tokencompose.tokenizers.object_embedding import MaskedPoolEmbedding, ObjectEmbedding
-from tokencompose.types import EncoderOutput, ObjectMasks, TokenStream
+from tokencompose.types import EncoderOutput, EncoderRequest, ObjectMasks, ObjectRequirements, TokenStream
 
 
 class ObjectTokenizer(VisualTokenizer):
@@ -99,8 +99,12 @@ class ObjectTokenizer(VisualTokenizer):
             return values.new_zeros(index.shape[0], index.shape[1], *values.shape[2:])
         return values[rows, index]
 
-    def attach(self, encoder: VisionEncoder) -> None:
-        self.embedding.attach(encoder)
+    def encoder_request(self) -> EncoderRequest:
+        return self.embedding.encoder_request()
+
+    def object_requirements(self, encoder: VisionEncoder) -> ObjectRequirements:
+        stored = None if self.embedding.embeds_from_masks else encoder.embed_dim
+        return ObjectRequirements(masks=True, embedding_width=stored)
 
     def num_tokens(self, encoder: VisionEncoder, training: bool = False) -> int:
         return self.budget(training) + int(self.background)

@@ -1,8 +1,8 @@
 """Learnable-query tokenizers: LLaVA-Mini's compressor and MQT's Matryoshka query transformer.
 
 Both cross-attend from learnable queries to the patch tokens, with fixed 2-D sin-cos positions (MAE's
-``get_2d_sincos_pos_embed``) interpolated bicubically to the patch grid. Their weights are built when the
-model attaches its encoder, so their width is read from it, never typed.
+``get_2d_sincos_pos_embed``) interpolated bicubically to the patch grid. Their weights need the encoder's width,
+so it is their first argument ``in_dim``; in a recipe the VLM supplies it, so it is never typed.
 """
 
 from __future__ import annotations
@@ -59,18 +59,18 @@ class QueryCompressor(VisualTokenizer):
     """LLaVA-Mini's compressor: C*C learnable queries, one cross-attention over the patch tokens.
 
     queries = ln_q(Q) + pos_q; keys = ln_kv(X) + pos_kv (the C x C table resized to the grid); values = ln_kv(X).
-    With C = 1 the image becomes one token (and the position is a constant).
+    With C = 1 the image becomes one token (and the position is a constant). ``in_dim``: the encoder's width
+    (the VLM supplies it in a recipe).
     """
 
-    def __init__(self, side: int = 1, heads: int = 8) -> None:
+    def __init__(self, in_dim: int, side: int = 1, heads: int = 8) -> None:
         super().__init__()
-        self.side = side
-        self.heads = heads
-
-    def attach(self, encoder: VisionEncoder) -> None:
-        width = encoder.hidden_size
-        if width % self.heads:
-            raise ValueError(f"QueryCompressor: heads={self.heads} must divide the encoder width {width}")
+        if side < 1:
+            raise ValueError(f"QueryCompressor: side={side}; must be >= 1")
+        if in_dim % heads:
+            raise ValueError(f"QueryCompressor: heads={heads} must divide the encoder width {in_dim}")
+        self.in_dim, self.side, self.heads = in_dim, side, heads
+        width = in_dim
         self.queries = nn.Parameter(torch.randn(self.side**2, width) * 0.02)
         self.register_buffer("positions", sincos_2d(width, self.side), persistent=False)
         self.ln_q, self.ln_kv = nn.LayerNorm(width), nn.LayerNorm(width)
@@ -89,25 +89,23 @@ class QueryCompressor(VisualTokenizer):
         return self.side**2
 
     def output_width(self, encoder: VisionEncoder) -> int:
-        return encoder.hidden_size
+        return self.in_dim
 
 
 class MatryoshkaQueryTransformer(VisualTokenizer):
-    """MQT-LLaVA: M learnable queries of which the first m are used; m is drawn from {step, 2 step, ..., M}
-    for every training batch and can be any value at test time (``active``), without retraining.
+    """MQT-LLaVA: M learnable queries of which the first m are used (``active``, default all); any m at test
+    time, without retraining. Its budgets are {step, 2 step, ..., M}: MQT's training draws one per step
+    (``SampledBudget`` as the model's budget schedule).
 
     As in the official code (gordonhu608/MQT-LLaVA ``Resampler``): keys are the layer-normed *positions* resized
     to the grid, values ln_v(X), queries ln_q(Q[:m] + pos[:m]); LayerNorm eps 1e-6; the sin-cos table is float16
     as released (resized in float32, rounded back to float16, as its ``get_abs_pos``). Its ``proj`` (width ->
     LLM width, no bias) is the model's projector slot: use ``LinearProjector`` with ``bias: false``.
-
-    m is drawn from a generator seeded with ``seed`` whose state is part of ``state_dict`` (``_extra_state``),
-    so a run resumed from a checkpoint draws the same m's as an uninterrupted one.
+    ``in_dim``: the encoder's width (the VLM supplies it in a recipe).
     """
 
-    def __init__(
-        self, num_queries: int = 256, heads: int = 16, active: int | None = None, step: int = 2, seed: int = 0
-    ) -> None:
+    def __init__(self, in_dim: int, num_queries: int = 256, heads: int = 16, active: int | None = None,
+                 step: int = 2) -> None:
         super().__init__()
         if active is not None and not 1 <= active <= num_queries:
             raise ValueError(f"MatryoshkaQueryTransformer: active={active}; must be in 1..{num_queries}")
@@ -117,10 +115,9 @@ class MatryoshkaQueryTransformer(VisualTokenizer):
         self.side = math.isqrt(num_queries)
         if self.side**2 != num_queries:
             raise ValueError(f"MatryoshkaQueryTransformer: num_queries={num_queries} must be a square")
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def attach(self, encoder: VisionEncoder) -> None:
-        width = encoder.hidden_size
+        if in_dim % heads:
+            raise ValueError(f"MatryoshkaQueryTransformer: heads={heads} must divide the encoder width {in_dim}")
+        self.in_dim = width = in_dim
         self.queries = nn.Parameter(torch.nn.init.trunc_normal_(torch.empty(self.num_queries, width), std=0.02))
         self.register_buffer("positions", sincos_2d_float16(width, self.side), persistent=False)
         self.ln_q, self.ln_k, self.ln_v = (nn.LayerNorm(width, eps=1e-6) for _ in range(3))
@@ -129,16 +126,17 @@ class MatryoshkaQueryTransformer(VisualTokenizer):
         torch.nn.init.trunc_normal_(self.attention.out_proj.weight, std=0.02)
         torch.nn.init.zeros_(self.attention.out_proj.bias)
 
-    def get_extra_state(self) -> Tensor:
-        return self.generator.get_state()
+    def budget_variants(self) -> list[int]:
+        return list(range(self.step, self.num_queries + 1, self.step))
 
-    def set_extra_state(self, state: Tensor) -> None:
-        self.generator.set_state(state)
+    def current_budget(self) -> int | None:
+        return self.active
+
+    def use_budget(self, variant: int | None) -> None:
+        self.active = variant
 
     def count(self) -> int:
-        """Queries used now: a random multiple of ``step`` in training, ``active`` (default all) otherwise."""
-        if self.training:
-            return self.step * int(torch.randint(1, self.num_queries // self.step + 1, (), generator=self.generator))
+        """Queries used now: ``active`` (default all)."""
         return self.active or self.num_queries
 
     def forward(self, features: EncoderOutput, objects: ObjectMasks | None = None) -> TokenStream:
@@ -153,7 +151,7 @@ class MatryoshkaQueryTransformer(VisualTokenizer):
         return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
 
     def num_tokens(self, encoder: VisionEncoder, training: bool = False) -> int:
-        return self.num_queries if training else (self.active or self.num_queries)
+        return self.num_queries if training else self.count()
 
     def output_width(self, encoder: VisionEncoder) -> int:
-        return encoder.hidden_size
+        return self.in_dim
