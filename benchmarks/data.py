@@ -25,9 +25,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
-from tokencompose.cli import TokenComposeCLI
 from tokencompose.data import ShardDataModule
 from tokencompose.data.convert_llava import convert_llava
+from tokencompose.recipes import TokenComposeCLI
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 from fault_cases_tools import CASES as TOOL_CASES  # noqa: E402
 
-from tokencompose.cli import TokenComposeCLI
 from tokencompose.data import (
     ObjectRequirements,
     ShardDataModule,
@@ -37,6 +36,7 @@ from tokencompose.data import (
 )
 from tokencompose.data.processing import sample_images
 from tokencompose.data.shards import EMBEDDINGS_KEY, MASKS_KEY, decode_sample, encode_npy
+from tokencompose.recipes import TokenComposeCLI
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes/tiny/mask_llava.yaml"

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tokencompose.cli import TokenComposeCLI  # noqa: E402
+from tokencompose.recipes import TokenComposeCLI  # noqa: E402
 
 
 class RecordKeys(Callback):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokencompose.cli import AnnotateCLI, TokenComposeCLI
+from tokencompose.recipes import AnnotateCLI, ParseOnlyCLI, TokenComposeCLI  # noqa: F401 (ParseOnlyCLI is shared)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(r for r in (REPO / "recipes").rglob("*.yaml") if not {"overlays", "annotate"} & set(r.parts))
@@ -20,12 +20,6 @@ def overlay_base(overlay: Path) -> Path:
             return REPO / line.split(":", 1)[1].strip()
     raise ValueError(f"{overlay}: no '# Base:' line in the header")
 
-
-class ParseOnlyCLI(TokenComposeCLI):
-    """Parses and validates a recipe without building models (full-size recipes name hub checkpoints)."""
-
-    def instantiate_classes(self) -> None:
-        return None
 
 
 class ParseOnlyAnnotateCLI(AnnotateCLI):

@@ -9,9 +9,10 @@ import torch
 
 from tests.recipe_utils import REPO
 from tokencompose.annotate import ShardListDataModule, summary
-from tokencompose.cli import AnnotateCLI, annotate
+from tokencompose.cli import annotate
 from tokencompose.data import ShardDataModule, iterate_shard, write_shard
 from tokencompose.data.shards import EMBEDDINGS_KEY, MASKS_KEY
+from tokencompose.recipes import AnnotateCLI
 
 RECIPE = REPO / "recipes" / "annotate" / "tiny.yaml"
 

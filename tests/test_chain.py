@@ -7,9 +7,10 @@ import json
 
 from tests.data.test_convert_llava import fabricate
 from tests.recipe_utils import REPO
-from tokencompose.cli import TokenComposeCLI, annotate
+from tokencompose.cli import annotate
 from tokencompose.data.convert_llava import convert_llava
 from tokencompose.eval.runner import evaluate
+from tokencompose.recipes import TokenComposeCLI
 
 
 def test_convert_annotate_fit_eval_on_folders(tmp_path):

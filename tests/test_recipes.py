@@ -11,7 +11,7 @@ from tests.recipe_utils import (
     overlay_base,
     small_data,
 )
-from tokencompose.cli import TokenComposeCLI
+from tokencompose.recipes import TokenComposeCLI
 
 
 def test_recipes_exist():

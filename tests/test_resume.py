@@ -2,7 +2,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from tests.recipe_utils import REPO, small_data
-from tokencompose.cli import TokenComposeCLI
+from tokencompose.recipes import TokenComposeCLI
 
 RECIPE = REPO / "recipes" / "tiny" / "mask_llava.yaml"
 

@@ -11,8 +11,8 @@ from torch.testing import assert_close
 
 from tests.conftest import build_mask_llava
 from tests.recipe_utils import REPO, ParseOnlyCLI, small_data
-from tokencompose.cli import TokenComposeCLI
 from tokencompose.llm import HideBehindStream, ModalityPreFusion, PlainDecoding
+from tokencompose.recipes import TokenComposeCLI
 from tokencompose.tokenizers import (
     AverageOverBudgets,
     CLSAttentionSelector,

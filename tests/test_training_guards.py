@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader
 
 from tests.conftest import build_mask_llava
 from tests.recipe_utils import TINY_RECIPES, small_data
-from tokencompose.cli import TokenComposeCLI
 from tokencompose.optimization import Optimization
+from tokencompose.recipes import TokenComposeCLI
 
 
 @pytest.mark.parametrize("recipe", TINY_RECIPES, ids=lambda p: p.name)

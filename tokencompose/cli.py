@@ -1,194 +1,162 @@
-"""``tokencompose``: LightningCLI subcommands (fit, validate, test, predict) over recipes, plus ``demo``."""
+"""``tokencompose``: one entry point for every command.
+
+``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI over a recipe. The tools (``eval``, ``sweep``,
+``data ...``, ``demo``, ...) are typed functions whose parsers jsonargparse builds from their signatures and
+docstrings. The tools that read a recipe take it as ``fit`` does: ``--config RECIPE`` (repeatable) and inline
+overrides (``--model.tokenizers.patch.grid 3``); the checkpoint flag is ``--ckpt_path`` everywhere.
+
+Nothing heavy is imported here: ``tokencompose --help`` and a tool's ``--help`` never load torch.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import sys
-from pathlib import Path
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from lightning.pytorch.cli import LightningCLI
-
-from tokencompose.data.datamodule import ShardDataModule
-from tokencompose.model import VLM
-from tokencompose.trainer import Trainer
-
-
-class TokenComposeCLI(LightningCLI):
-    """LightningCLI for ``VLM`` + ``ShardDataModule``; recipes are its YAML configs."""
-
-    def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
-        super().__init__(
-            VLM,
-            ShardDataModule,
-            trainer_class=Trainer,
-            args=args,
-            run=run,
-            parser_kwargs={"parser_mode": "omegaconf"},
-            save_config_kwargs={"overwrite": True},
-            **kwargs,
-        )
-
-    def add_arguments_to_parser(self, parser: Any) -> None:
-        # the data pipeline gets what it needs from the model once, typed (VLM.data_transform), never by reaching in
-        parser.link_arguments("model", "data.transform", compute_fn=lambda model: model.data_transform(),
-                              apply_on="instantiate")
+LIGHTNING_COMMANDS = {
+    "fit": "train a recipe (resume with --ckpt_path)",
+    "validate": "loss and answer accuracy on the validation split",
+    "test": "the same on the test split (the validation shards unless data.val says otherwise)",
+    "predict": "greedy answers for the predict split",
+}
+RECIPE_PREFIXES = ("--config", "--model.", "--data.", "--trainer.", "--seed_everything")
 
 
-class AnnotateCLI(LightningCLI):
-    """LightningCLI for the annotate job (``AnnotateJob`` + ``ShardListDataModule``); MaskInversion needs autograd."""
+@dataclass(frozen=True)
+class Tool:
+    """A command backed by a typed function ``module:function``; ``summary`` is its line in ``--help``."""
 
-    def __init__(self, args: Any = None, **kwargs: Any) -> None:
-        from tokencompose.annotate import AnnotateJob, ShardListDataModule
+    target: str
+    summary: str
 
-        super().__init__(
-            AnnotateJob,
-            ShardListDataModule,
-            trainer_class=Trainer,
-            trainer_defaults={"inference_mode": False, "logger": False},
-            args=args,
-            run=False,
-            parser_kwargs={"parser_mode": "omegaconf"},
-            save_config_callback=None,
-            **kwargs,
-        )
+    def function(self) -> Callable[..., Any]:
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)
 
 
-def annotate(argv: list[str]) -> list[Any]:
-    """``tokencompose annotate --config recipes/annotate/<name>.yaml``: returns one report per shard."""
+TOOLS: dict[str, Tool] = {
+    "eval": Tool("tokencompose.commands.evaluation:eval_command", "a trained recipe on benchmarks: scores, predictions, server files"),
+    "sweep": Tool("tokencompose.commands.evaluation:sweep_command", "one checkpoint x a grid of test-time budgets: table and plots"),
+    "annotate": Tool("tokencompose.cli:annotate", "object masks + MaskInversion embeddings for shards, offline (--config RECIPE)"),
+    "demo": Tool("tokencompose.commands.demo:demo", "the main job: train two tiny schemes on synthetic shapes, compare them"),
+}
+DATA_TOOLS: dict[str, Tool] = {
+    "convert-llava": Tool("tokencompose.commands.data:convert_llava_command", "LLaVA JSON + images -> WebDataset shards"),
+    "convert-benchmark": Tool("tokencompose.commands.data:convert_benchmark_command",
+                              "a benchmark's release files -> shards"),
+}
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("tokencompose")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
+def overview() -> str:
+    lines = ["usage: tokencompose <command> [options]    (tokencompose <command> --help for its options)", "",
+             "Compose the visual tokens a vision-language model feeds its LLM; train, evaluate and sweep recipes.", "",
+             "recipe commands (LightningCLI: --config RECIPE, inline --model.* / --data.* / --trainer.* overrides):"]
+    lines += [f"  {name:<26}{summary}" for name, summary in LIGHTNING_COMMANDS.items()]
+    lines += ["", "tools:"]
+    lines += [f"  {name:<26}{tool.summary}" for name, tool in TOOLS.items()]
+    lines += [f"  data {name:<21}{tool.summary}" for name, tool in DATA_TOOLS.items()]
+    lines += ["", "options:", "  -h, --help                show this list and exit", "  --version                 print the version"]
+    return "\n".join(lines)
+
+
+def split_recipe_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """argv -> (recipe arguments: --config and --model.* / --data.* / --trainer.* overrides with their values,
+    the tool's own arguments)."""
+    recipe, own = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith(RECIPE_PREFIXES) and arg != "--config_help":
+            takes_value = "=" not in arg and i + 1 < len(argv)
+            recipe += argv[i : i + 2] if takes_value else [arg]
+            i += 2 if takes_value else 1
+        else:
+            own.append(arg)
+            i += 1
+    return recipe, own
+
+
+def _list_parameters(function: Callable[..., Any]) -> set[str]:
+    hints = typing.get_type_hints(function)
+    return {name for name, hint in hints.items() if list in (typing.get_origin(hint), *map(typing.get_origin, typing.get_args(hint)))}
+
+
+def run_tool(name: str, tool: Tool, argv: list[str]) -> Any:
+    """Parse ``argv`` for ``tool``'s function (options repeat for list parameters: ``--benchmark a --benchmark b``)
+    and call it; a function with a ``recipe`` parameter gets the recipe arguments split off first."""
+    from jsonargparse import ArgumentParser
+
+    function = tool.function()
+    takes_recipe = "recipe" in inspect.signature(function).parameters
+    recipe, own = split_recipe_args(argv) if takes_recipe else ([], argv)
+    lists = _list_parameters(function) - {"recipe"}
+    own = [f"{arg}+" if arg.removeprefix("--") in lists else arg for arg in own]  # repeated options append
+    summary = (inspect.getdoc(function) or "").split("\n\n")[0]
+    epilog = ("The recipe is given as for `tokencompose fit`: --config RECIPE (repeatable) and inline overrides "
+              "such as --model.tokenizers.patch.grid 3.") if takes_recipe else None
+    parser = ArgumentParser(prog=f"tokencompose {name}", description=summary, epilog=epilog)
+    parser.add_function_arguments(function, as_group=False, skip={"recipe"})
+    options = vars(parser.parse_args(own))
+    return function(recipe=recipe, **options) if takes_recipe else function(**options)
+
+
+def annotate(recipe: list[str]) -> list[Any]:
+    """Object masks and MaskInversion embeddings for every sample of the input shards, written as new shards.
+
+    Give an annotate recipe: --config recipes/annotate/NAME.yaml (and inline --model.* / --data.* overrides).
+    """
     from tokencompose.annotate import summary
+    from tokencompose.recipes import AnnotateCLI
 
-    cli = AnnotateCLI(args=argv)
+    cli = AnnotateCLI(args=recipe)
     reports = cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=True) or []
     print(summary(reports))
     return reports
 
 
-def data_command(argv: list[str]) -> None:
-    """``tokencompose data convert-llava --json FILE --images ROOT --out DIR``."""
-    import argparse
+def main(argv: list[str] | None = None) -> Any:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv else "--help"
+    if command in ("-h", "--help"):
+        print(overview())
+        return None
+    if command == "--version":
+        print(f"tokencompose {version()}")
+        return None
+    if command in LIGHTNING_COMMANDS:
+        from tokencompose.recipes import TokenComposeCLI
 
-    from tokencompose.data.convert_llava import convert_llava
+        return TokenComposeCLI(args=argv)
+    if command == "annotate" and any(a in ("-h", "--help", "--print_config") for a in argv[1:]):
+        from tokencompose.recipes import AnnotateCLI
 
-    parser = argparse.ArgumentParser(prog="tokencompose data")
-    commands = parser.add_subparsers(dest="command", required=True)
-    convert = commands.add_parser("convert-llava", help="LLaVA JSON + images -> WebDataset shards")
-    convert.add_argument("--json", required=True, help="llava_v1_5_mix665k.json or blip_laion_cc_sbu_558k.json")
-    convert.add_argument("--images", required=True, help="the folder the JSON's `image` paths are relative to")
-    convert.add_argument("--out", required=True, help="output folder for shards and manifest.json")
-    convert.add_argument("--shard-mb", type=float, default=256, help="target shard size in MiB")
-    convert.add_argument("--workers", type=int, default=4, help="shards written in parallel")
-    convert.add_argument("--overwrite", action="store_true", help="delete --out's shards of other inputs and start over")
-    bench = commands.add_parser("convert-benchmark", help="a benchmark's native release files -> shards")
-    bench.add_argument("--benchmark", required=True, help="vqav2, textvqa, vizwiz, gqa, pope, mme, scienceqa, mmbench, mmvet")
-    bench.add_argument("--source", required=True, help="questions JSON / TSV / JSONL, or the MME folder")
-    bench.add_argument("--images", help="image folder (not for MMBench's TSV or MME)")
-    bench.add_argument("--annotations", help="VQAv2 annotations JSON (val)")
-    bench.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    if args.command == "convert-benchmark":
-        from tokencompose.eval.benchmarks import convert_benchmark
-
-        count = convert_benchmark(args.benchmark, args.source, args.out, args.images, args.annotations)
-        print(f"{count} {args.benchmark} samples written to {args.out}")
-        return
-    report = convert_llava(args.json, args.images, args.out, int(args.shard_mb * 2**20), args.workers, args.overwrite)
-    print(
-        f"{report.samples} samples in {report.shards} shards ({report.bytes / 2**20:.1f} MiB); "
-        f"{len(report.missing_images)} missing, {len(report.corrupt_images)} corrupt and "
-        f"{len(report.refused_images)} refused (paths outside --images) images; ids in {args.out}/manifest.json"
-    )
-
-
-def _benchmark_specs(items: list[str]) -> list[tuple[str, str]]:
-    specs = []
-    for item in items:
-        name, _, shards = item.partition("=")
-        if not shards:
-            raise SystemExit(f"--benchmark {item!r}: expected NAME=SHARDS (e.g. pope=data/pope/pope-{{000000..000008}}.tar)")
-        specs.append((name, shards))
-    return specs
-
-
-def eval_command(argv: list[str]) -> None:
-    """``tokencompose eval --config RECIPE --ckpt CKPT --benchmark NAME=SHARDS ... --out DIR [-- overrides]``."""
-    import argparse
-    import json
-
-    import torch
-
-    from tokencompose.eval.runner import evaluate
-    from tokencompose.eval.sweep import build_model
-
-    parser = argparse.ArgumentParser(prog="tokencompose eval")
-    parser.add_argument("--config", required=True, action="append", help="recipe (repeat for overlays)")
-    parser.add_argument("--ckpt", help="checkpoint to evaluate (weights loaded with weights_only=True)")
-    parser.add_argument("--benchmark", required=True, action="append", help="NAME=SHARDS, repeatable")
-    parser.add_argument("--out", required=True, help="folder for scores, predictions and server answer files")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--devices", type=int, default=1, help="> 1: DDP over this many devices (per node)")
-    parser.add_argument("--num-nodes", type=int, default=1)
-    parser.add_argument("overrides", nargs="*", help="recipe overrides after `--`, e.g. --model.tokenizers.patch.grid 3")
-    args = parser.parse_args(argv)
-    recipe = [a for c in args.config for a in ("--config", c)] + args.overrides
-    model = build_model(recipe, {}, args.ckpt)
-    trainer = None
-    if args.devices > 1 or args.num_nodes > 1:
-        trainer = Trainer(devices=args.devices, num_nodes=args.num_nodes, strategy="ddp", logger=False,
-                          inference_mode=not model.needs_autograd)
-    summary = {}
-    for name, shards in _benchmark_specs(args.benchmark):
-        result = evaluate(model, name, shards, args.out, args.batch_size, trainer=trainer)
-        summary[name] = {"scores": result.scores, "samples": result.samples, "visual_tokens": result.mean_visual_tokens,
-                         "cost": result.cost.columns() if result.cost else None, "data": result.report}
-        print(f"{name}: {result.samples} samples, {result.mean_visual_tokens:.1f} visual tokens, {result.scores}")
-        if trainer is None or trainer.is_global_zero:  # after each benchmark: a later failure keeps these
-            (Path(args.out) / "scores.json").write_text(json.dumps(summary, indent=1))
-    if trainer is not None and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
-def sweep_command(argv: list[str]) -> None:
-    """``tokencompose sweep --config RECIPE --ckpt CKPT --benchmark NAME=SHARDS --grid KEY=V1,V2 ... --out DIR``."""
-    import argparse
-
-    from tokencompose.eval.sweep import parse_grid, sweep
-
-    parser = argparse.ArgumentParser(prog="tokencompose sweep")
-    parser.add_argument("--config", required=True, action="append")
-    parser.add_argument("--ckpt")
-    parser.add_argument("--benchmark", required=True, help="NAME=SHARDS")
-    parser.add_argument("--grid", action="append", default=[], help="KEY=V1,V2,... (repeat: the grid is their product)")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
-    (name, shards), = _benchmark_specs([args.benchmark])
-    recipe = [a for c in args.config for a in ("--config", c)] + args.overrides
-    rows = sweep(recipe, args.ckpt, name, shards, parse_grid(args.grid), args.out, args.batch_size)
-    print((Path(args.out) / "sweep.md").read_text())
-    print(f"{len(rows)} settings; CSV, Markdown and plots in {args.out}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["eval"]:
-        eval_command(argv[1:])
-        return
-    if argv[:1] == ["sweep"]:
-        sweep_command(argv[1:])
-        return
-    if argv[:1] == ["data"]:
-        data_command(argv[1:])
-        return
-    if argv[:1] == ["annotate"]:
-        annotate(argv[1:])
-        return
-    if argv[:1] == ["demo"]:
-        from tokencompose.eval.demo import main as demo_main
-
-        demo_main(argv[1:])
-        return
-    TokenComposeCLI(args=argv)
+        return AnnotateCLI(args=argv[1:])  # LightningCLI's own help for the annotate job
+    if command in TOOLS:
+        return run_tool(command, TOOLS[command], argv[1:])
+    if command == "data":
+        sub = argv[1] if len(argv) > 1 else "--help"
+        if sub in DATA_TOOLS:
+            return run_tool(f"data {sub}", DATA_TOOLS[sub], argv[2:])
+        lines = [f"  data {name:<21}{tool.summary}" for name, tool in DATA_TOOLS.items()]
+        print("usage: tokencompose data <command> [options]\n\n" + "\n".join(lines))
+        return None if sub in ("-h", "--help") else sys.exit(2)
+    print(f"tokencompose: unknown command {command!r}\n\n{overview()}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ class VLM(L.LightningModule):
         self.shared_projector = shared_projector
         self.projectors = self._build_projectors(projector or MLPProjector, shared_projector)
         self.check_parts()
-        self.val_accuracy = MeanMetric()
+        self.val_accuracy, self.test_accuracy = MeanMetric(), MeanMetric()
         self._guard = NonFiniteGuard(self.optimization.max_nonfinite_steps)
         if init_weights is not None:
             load_weights(self, init_weights, strict_shapes=init_strict_shapes)
@@ -316,6 +316,13 @@ class VLM(L.LightningModule):
         self._guard.check(optimizer, reduce, self.global_step)
 
     def validation_step(self, batch: VLMBatch, batch_idx: int) -> None:
+        self._evaluation_step(batch, "val", self.val_accuracy)
+
+    def test_step(self, batch: VLMBatch, batch_idx: int) -> None:
+        self._evaluation_step(batch, "test", self.test_accuracy)
+
+    def _evaluation_step(self, batch: VLMBatch, split: str, accuracy: MeanMetric) -> None:
+        """Loss and exact-match answer accuracy (greedy) of a batch, logged as ``<split>/loss`` and ``/accuracy``."""
         visual = self.encode_images(batch.pixels, batch.objects)  # once, for the loss and for generation
         _, loss = self(batch, visual)
         predictions = self.generate(batch, visual=visual)
@@ -323,9 +330,9 @@ class VLM(L.LightningModule):
             [normalise_answer(p) == normalise_answer(a) for p, a in zip(predictions, batch.answers, strict=True)],
             dtype=torch.float,
         )
-        self.val_accuracy.update(correct)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch))
-        self.log("val/accuracy", self.val_accuracy, prog_bar=True, batch_size=len(batch))
+        accuracy.update(correct)
+        self.log(f"{split}/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log(f"{split}/accuracy", accuracy, prog_bar=True, batch_size=len(batch))
 
     def predict_step(self, batch: VLMBatch, batch_idx: int) -> list[dict[str, Any]]:
         start = time.perf_counter()

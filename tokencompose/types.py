@@ -46,7 +46,7 @@ class EncoderOutput:
     embedding: (B, De)      final (projected) image embedding, the space MaskInversion works in.
     cls_attention: layer -> (B, H, h*w) the CLS query's post-softmax attention over the patches, per head, for
                    each layer of the ``EncoderRequest`` (keys as requested, e.g. -2).
-    attention_keys: layer -> (B, h*w, c) that layer's attention keys of the patches, averaged over heads.
+    attention_keys: layer -> (B, 1 + h*w, c) that layer's attention keys (CLS first), averaged over heads.
     inverse_projection: (De, Dv) pseudo-inverse of the final projection, when requested.
     """
 

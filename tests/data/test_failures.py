@@ -112,7 +112,7 @@ def test_invalid_synthetic_settings_fail_naming_the_key(field, value):
     (["--model.max_length", "40"], "model.max_length=40 leaves no room for text"),  # fails when the model is built
 ])
 def test_invalid_settings_fail_when_the_cli_builds_the_recipe(synthetic_root, override, message):
-    from tokencompose.cli import TokenComposeCLI
+    from tokencompose.recipes import TokenComposeCLI
 
     with pytest.raises((ValueError, SystemExit)) as error:
         TokenComposeCLI(args=["--config", str(LLAVA15), *small_data(synthetic_root), *override], run=False)
@@ -126,7 +126,7 @@ def test_invalid_settings_fail_when_the_cli_builds_the_recipe(synthetic_root, ov
     (["--data.train", "{bad}", "--data.train_mode", "exact"], NoSamples, "corrupt tar"),
 ], ids=["missing-directory", "corrupt-resampled", "corrupt-exact"])
 def test_fit_stops_at_once_naming_the_cause(synthetic_root, tmp_path, override, error, message, caplog):
-    from tokencompose.cli import TokenComposeCLI
+    from tokencompose.recipes import TokenComposeCLI
 
     bad = corrupt_shards(tmp_path / "bad")
     args = [a.format(tmp=tmp_path, bad=bad) for a in override]

@@ -79,7 +79,7 @@ def test_an_overridden_train_split_takes_its_own_sample_count(tmp_path, syntheti
 def test_convert_then_fit_on_the_converted_directory(tmp_path):
     """Fabricated LLaVA JSON -> today's convert_llava -> a tiny recipe trained on the directory it wrote."""
     from tests.recipe_utils import REPO
-    from tokencompose.cli import TokenComposeCLI
+    from tokencompose.recipes import TokenComposeCLI
 
     source, images, _ = fabricate(tmp_path, count=12)
     out = tmp_path / "converted"

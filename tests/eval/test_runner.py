@@ -6,9 +6,10 @@ import json
 import pytest
 
 from tests.recipe_utils import REPO, small_data
-from tokencompose.cli import TokenComposeCLI, main
+from tokencompose.cli import main
 from tokencompose.eval.runner import evaluate
 from tokencompose.eval.sweep import build_model, parse_grid, sweep
+from tokencompose.recipes import TokenComposeCLI
 
 RECIPE = REPO / "recipes" / "tiny" / "mask_llava.yaml"
 
@@ -42,7 +43,7 @@ def test_predictions_do_not_depend_on_batch_size_and_cost_is_split(checkpoint, s
 
 def test_sweep_writes_csv_markdown_and_plots_without_retraining(checkpoint, synthetic_root, tmp_path):
     grid = parse_grid(["model.tokenizers.objects.max_objects=4,1", "model.tokenizers.patch.grid=2,1"])
-    rows = sweep(recipe_args(synthetic_root), str(checkpoint), "shapes", str(synthetic_root / "val-000000.tar"), grid,
+    rows = sweep(recipe_args(synthetic_root), str(checkpoint), [("shapes", str(synthetic_root / "val-000000.tar"))], grid,
                  tmp_path, batch_size=8, cost_samples=1)
     assert len(rows) == 4 and {r["visual_token_slots"] for r in rows} == {1 + 4 + 4, 1 + 4 + 1, 1 + 1 + 4, 1 + 1 + 1}
     with (tmp_path / "sweep.csv").open() as f:
@@ -58,8 +59,8 @@ def test_sweep_writes_csv_markdown_and_plots_without_retraining(checkpoint, synt
 
 
 def test_eval_command(checkpoint, synthetic_root, tmp_path):
-    main(["eval", "--config", str(RECIPE), "--ckpt", str(checkpoint), "--benchmark",
-          f"shapes={synthetic_root}/val-000000.tar", "--out", str(tmp_path), "--", *small_data(synthetic_root)])
+    main(["eval", "--config", str(RECIPE), "--ckpt_path", str(checkpoint), "--benchmark",
+          f"shapes={synthetic_root}/val-000000.tar", "--out", str(tmp_path), *small_data(synthetic_root)])
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["shapes"]["samples"] == 32 and "score" in scores["shapes"]["scores"]
     report = scores["shapes"]["data"]  # what was scored, by which scorer, and every data problem by reason

@@ -12,7 +12,6 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from tokencompose.checkpoints import load_weights
 from tokencompose.eval.runner import EvalResult, evaluate
 
 
@@ -33,22 +32,31 @@ def grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
 
 
 def build_model(recipe_args: list[str], overrides: dict[str, str], checkpoint: str | None) -> Any:
-    from tokencompose.cli import TokenComposeCLI
+    """Recipe command-line arguments + {dotted key: value} overrides + checkpoint -> the model (``load_recipe``)."""
+    from tokencompose.recipes import model_from_args
 
-    args = [*recipe_args, "--trainer.logger", "false"]
-    for key, value in overrides.items():
-        args += [f"--{key}", value]
-    model = TokenComposeCLI(args=args, run=False).model
-    if checkpoint is not None:
-        load_weights(model, checkpoint, key="--ckpt", strict_shapes=True)  # an evaluated model must fit whole
-    return model
+    return model_from_args([*recipe_args, *override_args(overrides)], checkpoint)
 
 
-def row(point: dict[str, str], result: EvalResult, slots: int) -> dict[str, Any]:
-    out: dict[str, Any] = {**point, "visual_token_slots": slots, "visual_tokens": round(result.mean_visual_tokens, 2)}
-    out.update({f"{result.benchmark}/{k}": round(v, 3) for k, v in result.scores.items()})
-    if result.cost is not None:
-        out.update(result.cost.columns())
+def override_args(overrides: dict[str, str]) -> list[str]:
+    return [a for key, value in overrides.items() for a in (f"--{key}", str(value))]
+
+
+def check_recipe_args(args: list[str]) -> None:
+    from tokencompose.recipes import check_recipe_args as check
+
+    check(args)
+
+
+def row(point: dict[str, str], results: list[EvalResult], slots: int) -> dict[str, Any]:
+    """One grid point: its overrides, visual tokens (from the first benchmark), every benchmark's scores, and the
+    cost measured on the first benchmark."""
+    first = results[0]
+    out: dict[str, Any] = {**point, "visual_token_slots": slots, "visual_tokens": round(first.mean_visual_tokens, 2)}
+    for result in results:
+        out.update({f"{result.benchmark}/{k}": round(v, 3) for k, v in result.scores.items()})
+    if first.cost is not None:
+        out.update(first.cost.columns())
     return out
 
 
@@ -84,15 +92,21 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, score_key: str) -> dict
     return paths
 
 
-def sweep(recipe_args: list[str], checkpoint: str | None, benchmark: str, shards: str, grid: dict[str, list[str]],
-          out: str | Path, batch_size: int = 8, cost_samples: int = 2) -> list[dict[str, Any]]:
+def sweep(recipe_args: list[str], checkpoint: str | None, benchmarks: list[tuple[str, str]],
+          grid: dict[str, list[str]], out: str | Path, batch_size: int = 8, cost_samples: int = 2) -> list[dict[str, Any]]:
+    """Every grid point: the model rebuilt from the recipe with the point's overrides and ``checkpoint``'s weights,
+    evaluated on each (name, shards) of ``benchmarks``. Returns the rows written to sweep.csv / sweep.md."""
     out = Path(out)
     rows = []
-    for point in grid_points(grid) or [{}]:
+    points = grid_points(grid) or [{}]
+    for point in points:  # every point's overrides are checked before the first prediction
+        check_recipe_args([*recipe_args, *override_args(point)])
+    for point in points:
         model = build_model(recipe_args, point, checkpoint)
         name = "_".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items()) or "recipe"
-        result = evaluate(model, benchmark, shards, out / name, batch_size, cost_samples)
-        rows.append(row(point, result, sum(model.visual_tokens_per_image().values())))
-    score_key = next((k for k in rows[0] if k.startswith(f"{benchmark}/")), "visual_tokens")
+        results = [evaluate(model, benchmark, shards, out / name, batch_size, cost_samples if i == 0 else 0)
+                   for i, (benchmark, shards) in enumerate(benchmarks)]
+        rows.append(row(point, results, sum(model.visual_tokens_per_image().values())))
+    score_key = next((k for k in rows[0] if k.startswith(f"{benchmarks[0][0]}/")), "visual_tokens")
     write_outputs(rows, out, score_key)
     return rows

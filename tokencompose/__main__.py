@@ -1,0 +1,5 @@
+"""``python -m tokencompose``: the same entry point as the ``tokencompose`` command."""
+
+from tokencompose.cli import main
+
+main()
