@@ -1,4 +1,4 @@
-"""Visual tokenizers (global, patch pooling, objects, query compression, selection) and budget schedules."""
+"""Visual tokenizers (global, patch pooling, objects, query compression, selection, merging) and budget schedules."""
 
 from tokencompose.tokenizers.attention_select import CLSAttentionSelector
 from tokencompose.tokenizers.base import BudgetSchedule, FixedBudget, TokenizerFactory, VisualTokenizer
@@ -14,6 +14,7 @@ from tokencompose.tokenizers.object_embedding import (
 from tokencompose.tokenizers.objects import ObjectTokenizer
 from tokencompose.tokenizers.patch_pool import PatchPoolTokenizer
 from tokencompose.tokenizers.queries import MatryoshkaQueryTransformer, QueryCompressor
+from tokencompose.tokenizers.visionzip import VisionZipTokenizer
 
 __all__ = [
     "AverageOverBudgets",
@@ -32,5 +33,6 @@ __all__ = [
     "QueryCompressor",
     "SampledBudget",
     "TokenizerFactory",
+    "VisionZipTokenizer",
     "VisualTokenizer",
 ]
