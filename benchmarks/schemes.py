@@ -35,6 +35,7 @@ from tokencompose.tokenizers import (
     ObjectTokenizer,
     PatchPoolTokenizer,
     QueryCompressor,
+    VisionZipTokenizer,
 )
 
 SMALL = dict(vision=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
@@ -57,6 +58,7 @@ def schemes(grid: int):
         "M3 @ 36": (lambda: {"patch": MatryoshkaPoolTokenizer(scales=(1, 36, grid * grid), scale=36)}, None),
         "MQT @ 16": (lambda: {"patch": partial(MatryoshkaQueryTransformer, num_queries=64, heads=4, active=16)}, None),
         "FasterVLM (keep 10%)": (lambda: {"patch": CLSAttentionSelector(keep=grid * grid // 10)}, None),
+        "VisionZip (54 + 10)": (lambda: {"patch": VisionZipTokenizer(dominant=54, contextual=10)}, None),
         "LLaVA-Mini (1 token + 4 pre-fusion layers)": (
             lambda: {"patch": PatchPoolTokenizer(grid=None), "compressed": partial(QueryCompressor, side=1, heads=4)},
             lambda: {"text_fusion": partial(ModalityPreFusion, num_layers=4, context="patch")}),

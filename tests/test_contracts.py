@@ -43,6 +43,7 @@ TOKENIZERS: dict[str, Callable[[], VisualTokenizer]] = {
     "QueryCompressor": lambda: tokenizers_package.QueryCompressor(WIDTH, side=2, heads=4),
     "CLSAttentionSelector": lambda: tokenizers_package.CLSAttentionSelector(keep=5, layer=-1),
     "CompressionTokens": lambda: tokenizers_package.CompressionTokens(WIDTH, count=2),
+    "VisionZipTokenizer": lambda: tokenizers_package.VisionZipTokenizer(dominant=6, contextual=3, layer=-1),
 }
 LLM = lambda: CausalLM(text_tokenizer=_text_tokenizer(), config={**TINY_LLAMA, "attn_implementation": "eager"})  # noqa: E731
 EXTENSIONS: dict[str, Callable[[], dict]] = {  # name -> VLM arguments that use it

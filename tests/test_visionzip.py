@@ -16,8 +16,8 @@ from torch.testing import assert_close
 
 from tests.conftest import TINY_HF_CLIP, TINY_OPEN_CLIP, build_mask_llava
 from tests.recipe_utils import REPO, small_data
-from tokencompose.cli import TokenComposeCLI
 from tokencompose.encoders import HFCLIPEncoder, OpenCLIPEncoder
+from tokencompose.recipes import TokenComposeCLI
 from tokencompose.tokenizers import GlobalTokenizer, PatchPoolTokenizer, VisionZipTokenizer
 from tokencompose.tokenizers.visionzip import merge_contextual
 from tokencompose.types import EncoderOutput
