@@ -12,6 +12,8 @@ Official code re-derived (ywh187/FitPrune):
 import copy
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -20,7 +22,8 @@ from transformers import LlamaModel
 
 from tests.conftest import TINY_LLAMA, build_mask_llava
 from tests.recipe_utils import REPO, small_data
-from tokencompose.cli import TokenComposeCLI
+from tokencompose.cli import Tool, run_tool
+from tokencompose.data import ShardDataModule
 from tokencompose.llm import CausalLM, FitPrune, FusedInputs, PlainDecoding, greedy_generate
 from tokencompose.llm.fitprune import compact, fitprune_scores, lowest_visual
 from tokencompose.llm.fitprune_fit import (
@@ -33,6 +36,7 @@ from tokencompose.llm.fitprune_fit import (
     reference_masses,
 )
 from tokencompose.llm.layers import DecoderStack
+from tokencompose.recipes import model_from_args
 from tokencompose.tokenizers import PatchPoolTokenizer
 
 TINY_RECIPE = REPO / "recipes" / "tiny" / "fitprune.yaml"
@@ -397,31 +401,44 @@ def test_stack_probe_statistics_are_hf_output_attentions(text_tokenizer, make_ba
         assert own == pytest.approx(a[start:start + n, start:start + n].sum().item() / n, rel=1e-5)
 
 
-def test_fitprune_command_writes_a_schedule_the_tiny_recipe_runs_with(synthetic_root, tmp_path):
+FITPRUNE_TOOL = Tool("tokencompose.commands.fitprune:fitprune_command", "fit a FitPrune schedule to a FLOPs budget")
+
+
+def test_fitprune_command_writes_a_schedule_the_tiny_recipe_runs_with(synthetic_root, tmp_path, capsys):
+    """``tokencompose fitprune`` (its command-line grammar, as ``tokencompose.cli`` runs a tool) on the tiny
+    recipe -> a schedule file -> the tiny recipe loads it and generates, with and without a cache."""
     out = tmp_path / "fitted" / "schedule.json"
     overrides = [*small_data(synthetic_root), "--model.init_weights", "null"]
-    first_fit = [*overrides, "--model.decoding.init_args.schedule_file", str(tmp_path / "not_yet.json")]
-    result = fitprune_fit([str(TINY_RECIPE)], None, str(out), budget=0.5, samples=4,  # the recipe's file need not exist
-                          data=str(synthetic_root / "val-000000.tar"), overrides=first_fit)
+    shards = str(synthetic_root / "val-000000.tar")
+    argv = ["--config", str(TINY_RECIPE), *overrides, "--budget", "0.5", "--samples", "4", "--shards", shards,
+            "--out", str(out), "--model.decoding.init_args.schedule_file", str(tmp_path / "not_yet.json")]
+    summary = run_tool("fitprune", FITPRUNE_TOOL, argv)  # the recipe's own schedule file need not exist yet
+    assert "written to" in capsys.readouterr().out
     written = json.loads(out.read_text())
-    assert written["schedule"] == result.schedule and sum(result.schedule) > 0 and written["fit_flops"] <= 0.5
+    assert written["schedule"] == summary["schedule"] and sum(summary["schedule"]) > 0 and written["fit_flops"] <= 0.5
     assert written["visual_tokens"] == 64 and written["llm"] == {"hidden": 64, "intermediate": 128, "layers": 2}
-    assert written["schedule_flops"] == LLMDims(64, 128, 2).of_schedule(result.schedule, 64) / LLMDims(64, 128, 2).full(64)
-    cli = TokenComposeCLI(args=["--config", str(TINY_RECIPE), *overrides,
-                                "--model.decoding.init_args.schedule_file", str(out)], run=False)
-    model = cli.model.eval()
-    assert model.decoding.schedule == result.schedule
-    from tokencompose.data import ShardDataModule
-
-    data = ShardDataModule(val=str(synthetic_root / "val-000000.tar"), batch_size=2, transform=model.data_transform())
+    dims = LLMDims(64, 128, 2)
+    assert written["schedule_flops"] == dims.of_schedule(summary["schedule"], 64) / dims.full(64)
+    model = model_from_args(["--config", str(TINY_RECIPE), *overrides, "--model.decoding.init_args.schedule_file", str(out)])
+    model.eval()
+    assert model.decoding.schedule == summary["schedule"]
+    data = ShardDataModule(val=shards, batch_size=2, transform=model.data_transform())
     batch = next(iter(data.val_dataloader()))
     answers = model.generate(batch, max_new_tokens=3, use_cache=True)
     assert answers == model.generate(batch, max_new_tokens=3, use_cache=False) and len(answers) == 2
     with pytest.raises(ValueError, match="attn_implementation: eager"):
-        fitprune_fit([str(TINY_RECIPE)], None, str(tmp_path / "never.json"), budget=0.5, samples=1,
-                     data=str(synthetic_root / "val-000000.tar"),
-                     overrides=[*overrides, "--model.llm.init_args.attn_implementation", "sdpa"])
+        fitprune_fit(["--config", str(TINY_RECIPE), *overrides, "--model.llm.init_args.attn_implementation", "sdpa"],
+                     str(tmp_path / "never.json"), budget=0.5, shards=shards, samples=1)
     assert not (tmp_path / "never.json").exists()
     with pytest.raises(ValueError, match=r"budget=1.5"):
-        fitprune_fit([str(TINY_RECIPE)], None, str(out), budget=1.5, data="unused")
+        fitprune_fit(["--config", str(TINY_RECIPE)], str(out), budget=1.5, shards=shards)
     assert math.isclose(json.loads(out.read_text())["flops_budget"], 0.5)  # the earlier file is untouched
+
+
+def test_fitprune_command_help_comes_from_the_signature_and_loads_no_torch():
+    probe = ("import sys\nfrom tokencompose.cli import Tool, run_tool\n"
+             f"try: run_tool('fitprune', Tool({FITPRUNE_TOOL.target!r}, ''), ['--help'])\nexcept SystemExit: pass\n"
+             "print('HEAVY', sorted(m for m in ('torch', 'lightning', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout and "--budget" in out.stdout and "--shards" in out.stdout and "--ckpt_path" in out.stdout

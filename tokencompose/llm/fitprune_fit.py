@@ -232,15 +232,15 @@ def llm_dims(lm: CausalLM) -> LLMDims:
     return LLMDims(config.hidden_size, config.intermediate_size, config.num_hidden_layers)
 
 
-def sample_probes(model: VLM, data: str | list[str], samples: int) -> list[StackProbe]:
-    """The generation prompts of the first ``samples`` samples of ``data`` that have an image, fused by the
+def sample_probes(model: VLM, shards: str, samples: int) -> list[StackProbe]:
+    """The generation prompts of the first ``samples`` samples of ``shards`` that have an image, fused by the
     model (one at a time, so without padding), as probes. Text-only samples are skipped and counted."""
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
     from tokencompose.data import ShardDataModule
 
     stack = DecoderStack(model.llm)
-    loader = ShardDataModule(predict=data, batch_size=1, transform=model.data_transform()).predict_dataloader()
+    loader = ShardDataModule(predict=shards, batch_size=1, transform=model.data_transform()).predict_dataloader()
     probes, text_only = [], 0
     for batch in loader:  # a finite stream: every shard once
         batch = move_data_to_device(batch, model.device)
@@ -256,42 +256,40 @@ def sample_probes(model: VLM, data: str | list[str], samples: int) -> list[Stack
             break
     if text_only:
         log.info("fitprune: %d text-only samples skipped", text_only)
-    if len(probes) < samples:
-        log.warning("fitprune: %s has %d samples with an image; fitting on those (asked for %d)", data, len(probes), samples)
     if not probes:
-        raise ValueError(f"fitprune: data={data!r} has no sample with an image to fit on")
+        raise ValueError(f"fitprune: shards={shards!r} have no sample with an image to fit on")
+    if len(probes) < samples:
+        log.warning("fitprune: %s has %d samples with an image; fitting on those (asked for %d)", shards, len(probes), samples)
     return probes
 
 
-def fitprune_fit(config: list[str], ckpt_path: str | None, out: str, budget: float, samples: int = 16, *,
-                 data: str | list[str], overrides: list[str] | None = None, tolerance: float = 0.01,
-                 device: str | None = None) -> FitResult:
+def fitprune_fit(recipe: list[str], out: str, budget: float, shards: str, ckpt_path: str | None = None,
+                 samples: int = 16, tolerance: float = 0.01, device: str | None = None) -> FitResult:
     """Fit a FitPrune deletion schedule for a recipe's model and write it as the JSON file that
     ``FitPrune(schedule_file=...)`` reads (``{"schedule": [...], ...}`` with how it was fitted).
 
     Args:
-        config: the recipe, and any overlays after it (as ``--config`` takes them). The recipe's own decoding
-            policy is not used (the fit runs the unpruned LLM); its LLM needs ``attn_implementation: eager``.
-        ckpt_path: weights to fit with (loaded with weights_only, every tensor must fit); None: the recipe's own.
+        recipe: the recipe as command-line arguments, as ``fit`` takes it: ``--config RECIPE`` (repeatable) and
+            inline overrides. Its decoding policy is not used (the fit runs the unpruned LLM) and need not load;
+            its LLM needs ``attn_implementation: eager``.
         out: the JSON file to write; written only once the fit has succeeded.
         budget: the FLOPs the visual tokens may cost in the LLM, as a fraction of their unpruned cost, in (0, 1).
             The official ``--reduction_ratio`` is 1 - budget (its 90 % schedule: budget 0.1).
-        samples: how many samples of ``data`` with an image to fit on (the first ones, in shard order).
-        data: shards of the samples (a benchmark's or training shards, as ``data.predict`` takes them); the
+        shards: the samples to fit on (a benchmark's or training shards, as ``data.predict`` takes them); the
             generation prompt of each (the conversation without its last answer) is what the LLM sees.
-        overrides: recipe overrides, e.g. ``["--model.llm.init_args.dtype", "float16"]``.
+        ckpt_path: weights to fit with (loaded with weights_only, every tensor must fit); None: the recipe's own.
+        samples: how many samples with an image to fit on (the first ones, in shard order).
         tolerance: the binary search on alpha stops when its interval is this narrow (official 0.01).
         device: where to run the model (default: CUDA when available, else CPU).
     """
-    from tokencompose.eval.sweep import build_model
+    from tokencompose.recipes import model_from_args
 
     if samples < 1:
         raise ValueError(f"fitprune: samples={samples}; must be >= 1")
     if not 0.0 < budget < 1.0:
         raise ValueError(f"fitprune: budget={budget}; must be in (0, 1): the fraction of the visual tokens' LLM FLOPs "
                          "to keep (0.1 for the official 90 % reduction)")
-    recipe = [arg for file in config for arg in ("--config", file)] + list(overrides or []) + ["--model.decoding", "null"]
-    model = build_model(recipe, {}, ckpt_path)
+    model = model_from_args([*recipe, "--model.decoding", "null"], ckpt_path)
     problems = stack_problems(model.llm, "fitprune")
     if model.attention.changes_mask:
         problems.append(f"fitprune runs the LLM with a causal mask; the recipe's {type(model.attention).__name__} "
@@ -301,14 +299,15 @@ def fitprune_fit(config: list[str], ckpt_path: str | None, out: str, budget: flo
     model = model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
     dims = llm_dims(model.llm)
     with torch.no_grad():
-        probes = sample_probes(model, data, samples)
+        probes = sample_probes(model, shards, samples)
         result = fit_schedule(probes, dims, budget, tolerance)
     visual = sum(model.visual_tokens_per_image().values())
     record = {
         "schedule": result.schedule, "flops_budget": budget, "reduction_ratio": round(1.0 - budget, 6),
-        "alpha": result.alpha, "fit_flops": result.flops, "schedule_flops": dims.of_schedule(result.schedule, visual) / dims.full(visual),
+        "alpha": result.alpha, "fit_flops": result.flops,
+        "schedule_flops": dims.of_schedule(result.schedule, visual) / dims.full(visual),
         "visual_tokens": visual, "samples": len(probes), "llm": asdict(dims),
-        "recipe": list(config), "overrides": list(overrides or []), "checkpoint": ckpt_path, "data": data,
+        "recipe": list(recipe), "checkpoint": ckpt_path, "shards": shards,
     }
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
