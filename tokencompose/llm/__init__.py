@@ -24,6 +24,7 @@ from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
 from tokencompose.llm.generation import greedy_generate
 from tokencompose.llm.layers import DecoderStack
 from tokencompose.llm.prefusion import ModalityPreFusion
+from tokencompose.llm.sparsevlm import SparseVLM
 from tokencompose.llm.templates import (
     ChatTemplate,
     HFChatTemplate,
@@ -57,6 +58,7 @@ __all__ = [
     "PlainTemplate",
     "Segment",
     "SequenceTooLong",
+    "SparseVLM",
     "Stepper",
     "TemplateMismatch",
     "TextFusion",
