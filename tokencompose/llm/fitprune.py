@@ -33,6 +33,7 @@ from tokencompose.llm.base import DecodingPolicy
 from tokencompose.llm.causal_lm import CausalLM
 from tokencompose.llm.fusion import FusedInputs
 from tokencompose.llm.layers import DecoderStack, base_model, stack_problems
+from tokencompose.llm.visual_pruning import compact, lowest_visual
 from tokencompose.parts import Parts
 
 
@@ -65,26 +66,6 @@ def fitprune_scores(attention: Tensor, visual: Tensor, text: Tensor) -> Tensor:
     cross = (a * text[..., None]).sum(1)  # (B, L)
     n_visual = visual.sum(1, keepdim=True).clamp(min=1)  # (B, 1)
     return cross * (a * visual[..., None]).sum(1) / n_visual
-
-
-def lowest_visual(score: Tensor, visual: Tensor, count: int) -> Tensor:
-    """score (B, L), visual (B, L) bool -> (B, L) bool: each row's min(count, n_visual) lowest-scoring visual
-    positions (ties: the earlier position first)."""
-    ranked = score.masked_fill(~visual, torch.inf)
-    order = ranked.argsort(dim=1, stable=True)  # (B, L) ascending: visual positions first
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
-    return rank < visual.sum(1, keepdim=True).clamp(max=count)
-
-
-def compact(dropped: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-    """dropped, valid (B, L) bool -> (kept positions (B, L'), their validity (B, L')). Every row gives up as many
-    positions as the row that drops fewest; what a row drops beyond that stays in place, masked out."""
-    batch, length = dropped.shape
-    common = int(dropped.sum(1).min())
-    removed = dropped & (dropped.cumsum(1) <= common)  # (B, L): exactly `common` per row
-    positions = torch.arange(length, device=dropped.device).expand(batch, length)
-    keep = positions[~removed].view(batch, length - common)  # row-major: each row's kept positions in order
-    return keep, (valid & ~dropped).gather(1, keep)
 
 
 class FitPrune(DecodingPolicy):
