@@ -44,6 +44,7 @@ TOOLS: dict[str, Tool] = {
     "sweep": Tool("tokencompose.commands.evaluation:sweep_command", "one checkpoint x a grid of test-time budgets: table and plots"),
     "annotate": Tool("tokencompose.cli:annotate", "object masks + MaskInversion embeddings for shards, offline (--config RECIPE)"),
     "demo": Tool("tokencompose.commands.demo:demo", "the main job: train two tiny schemes on synthetic shapes, compare them"),
+    "ask": Tool("tokencompose.commands.ask:ask", "one question about one image from a trained checkpoint"),
 }
 DATA_TOOLS: dict[str, Tool] = {
     "convert-llava": Tool("tokencompose.commands.data:convert_llava_command", "LLaVA JSON + images -> WebDataset shards"),
