@@ -45,6 +45,8 @@ TOOLS: dict[str, Tool] = {
     "annotate": Tool("tokencompose.cli:annotate", "object masks + MaskInversion embeddings for shards, offline (--config RECIPE)"),
     "demo": Tool("tokencompose.commands.demo:demo", "the main job: train two tiny schemes on synthetic shapes, compare them"),
     "ask": Tool("tokencompose.commands.ask:ask", "one question about one image from a trained checkpoint"),
+    "export": Tool("tokencompose.commands.export:export_command",
+                   "a trained LLaVA-1.5-shaped checkpoint -> a Hugging Face LLaVA folder with a model card"),
 }
 DATA_TOOLS: dict[str, Tool] = {
     "convert-llava": Tool("tokencompose.commands.data:convert_llava_command", "LLaVA JSON + images -> WebDataset shards"),
