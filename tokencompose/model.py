@@ -55,6 +55,8 @@ from tokencompose.types import EncoderRequest, ObjectMasks, ObjectRequirements, 
 
 # What a recipe gives for a text fusion whose layers are built from the LLM (its class and options).
 TextFusionFactory = Callable[[CausalLM], TextFusion]
+# Where a checkpoint keeps the recipe (the YAML of its `model:` section) its model was built from.
+RECIPE_KEY = "tokencompose_recipe"
 
 
 def normalise_answer(text: str) -> str:
@@ -135,6 +137,7 @@ class VLM(L.LightningModule):
         self.check_parts()
         self.val_accuracy, self.test_accuracy = MeanMetric(), MeanMetric()
         self._guard = NonFiniteGuard(self.optimization.max_nonfinite_steps)
+        self.recipe: str | None = None  # set by the recipe parser (tokencompose.recipes); saved in checkpoints
         if init_weights is not None:
             load_weights(self, init_weights, strict_shapes=init_strict_shapes)
 
@@ -291,6 +294,11 @@ class VLM(L.LightningModule):
         )
         return self.attention(fused, visual.kinds)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints describe themselves: the recipe of the model, rebuilt by ``tokencompose.load(path)``."""
+        if self.recipe is not None:
+            checkpoint[RECIPE_KEY] = self.recipe
+
     # ------------------------------------------------------------------ steps
     def forward(self, batch: VLMBatch, visual: VisualSequence | None = None) -> tuple[Tensor, Tensor]:
         """VLMBatch (+ its images already encoded) -> (logits (B, L, V), loss)."""
@@ -340,17 +348,12 @@ class VLM(L.LightningModule):
         visual_counts = ((prompt.visual_kind >= 0) & prompt.attention_mask.bool()).sum(1)  # (B,) tokens the LLM sees
         predictions = self.answer(prompt)
         seconds = (time.perf_counter() - start) / len(batch)
+        questions = batch.questions if batch.questions is not None else [""] * len(batch)
         return [
-            {
-                "key": key,
-                "question_type": qtype,
-                "prediction": prediction,
-                "answer": answer,
-                "visual_tokens": int(n),
-                "seconds": seconds,
-            }
-            for key, qtype, prediction, answer, n in zip(
-                batch.keys, batch.question_types, predictions, batch.answers, visual_counts.tolist(), strict=True
+            {"key": key, "question": question, "question_type": qtype, "prediction": prediction, "answer": answer,
+             "visual_tokens": int(n), "seconds": seconds}
+            for key, question, qtype, prediction, answer, n in zip(
+                batch.keys, questions, batch.question_types, predictions, batch.answers, visual_counts.tolist(), strict=True
             )
         ]
 
