@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, sync  # noqa: E402
 
 ENCODERS = {
+    "tiny": dict(embed_dim=32, vision_cfg=dict(image_size=64, patch_size=8, width=64, layers=2, head_width=16)),  # smoke runs
     "vit_b16": dict(embed_dim=512, vision_cfg=dict(image_size=224, patch_size=16, width=768, layers=12, head_width=64)),
     "vit_l14_336": dict(embed_dim=768, vision_cfg=dict(image_size=336, patch_size=14, width=1024, layers=24, head_width=64)),
 }
@@ -51,8 +52,8 @@ def masks_for(count: int, side: int) -> torch.Tensor:
     return masks
 
 
-def measure_one(size: str, count: int, form: str, device_name: str) -> dict:
-    """Runs in a child process: one MaskInversion call, its time and peak memory."""
+def measure_one(size: str, count: int, form: str, device_name: str, settings=None) -> dict:
+    """Runs in a child process: one MaskInversion call (``settings``: default T = 10), its time and peak memory."""
     from tokencompose.masks.mask_inversion import mask_inversion_direct, mask_inversion_fast
 
     device = torch.device(device_name)
@@ -60,8 +61,8 @@ def measure_one(size: str, count: int, form: str, device_name: str) -> dict:
     side = encoder.image_size
     image = torch.randn(1, 3, side, side, device=device)
     masks = masks_for(count, side).to(device)
-    run = (lambda: mask_inversion_fast(encoder, image, masks[None])[0][0]) if form == "fast" else (
-        lambda: mask_inversion_direct(encoder, image, masks)[0])
+    run = (lambda: mask_inversion_fast(encoder, image, masks[None], settings=settings)[0][0]) if form == "fast" else (
+        lambda: mask_inversion_direct(encoder, image, masks, settings)[0])
     if device.type == "cuda":
         run()  # warm-up (kernels, allocator)
         torch.cuda.reset_peak_memory_stats()
