@@ -19,10 +19,12 @@ from tokencompose.llm.conversation import (
     SequenceTooLong,
 )
 from tokencompose.llm.fastv import FastV
+from tokencompose.llm.fitprune import FitPrune
 from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
 from tokencompose.llm.generation import greedy_generate
 from tokencompose.llm.layers import DecoderStack
 from tokencompose.llm.prefusion import ModalityPreFusion
+from tokencompose.llm.sparsevlm import SparseVLM
 from tokencompose.llm.templates import (
     ChatTemplate,
     HFChatTemplate,
@@ -45,6 +47,7 @@ __all__ = [
     "DecodingPolicy",
     "EncodedConversation",
     "FastV",
+    "FitPrune",
     "FusedInputs",
     "HFChatTemplate",
     "HideBehindStream",
@@ -55,6 +58,7 @@ __all__ = [
     "PlainTemplate",
     "Segment",
     "SequenceTooLong",
+    "SparseVLM",
     "Stepper",
     "TemplateMismatch",
     "TextFusion",
