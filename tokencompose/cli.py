@@ -153,7 +153,18 @@ def annotate(recipe: list[str]) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Run one command; weights that cannot be loaded end it with the error's message (the recipe key, the fetch
+    command), not a traceback."""
+    from tokencompose.hub import WeightsUnavailable
+
+    try:
+        return dispatch(sys.argv[1:] if argv is None else list(argv))
+    except WeightsUnavailable as error:
+        print(f"tokencompose: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def dispatch(argv: list[str]) -> Any:
     command = argv[0] if argv else "--help"
     if command in ("-h", "--help"):
         print(overview())
