@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.encoders.positions import resample_grid_positions
+from tokencompose.model_configs import in_meta_build
 from tokencompose.types import EncoderOutput, EncoderRequest
 
 
@@ -45,7 +46,8 @@ class OpenCLIPEncoder(VisionEncoder):
         if (model_name is None) == (config is None):
             raise ValueError("OpenCLIPEncoder: give exactly one of `model_name` (real weights) or `config` (random)")
         if model_name is not None:
-            clip = open_clip.create_model(model_name, pretrained=pretrained, weights_only=True)
+            # a meta build reads no weights: open_clip's own architecture table is the published configuration
+            clip = open_clip.create_model(model_name, pretrained=None if in_meta_build() else pretrained, weights_only=True)
         else:
             clip = open_clip.CLIP(**config)
         self.visual = clip.visual  # the text tower is not needed and is dropped here
