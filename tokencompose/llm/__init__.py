@@ -19,6 +19,7 @@ from tokencompose.llm.conversation import (
     SequenceTooLong,
 )
 from tokencompose.llm.fastv import FastV
+from tokencompose.llm.fitprune import FitPrune
 from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
 from tokencompose.llm.generation import greedy_generate
 from tokencompose.llm.layers import DecoderStack
@@ -45,6 +46,7 @@ __all__ = [
     "DecodingPolicy",
     "EncodedConversation",
     "FastV",
+    "FitPrune",
     "FusedInputs",
     "HFChatTemplate",
     "HideBehindStream",
