@@ -45,6 +45,8 @@ TOOLS: dict[str, Tool] = {
     "annotate": Tool("tokencompose.cli:annotate", "object masks + MaskInversion embeddings for shards, offline (--config RECIPE)"),
     "fitprune": Tool("tokencompose.commands.fitprune:fitprune_command",
                      "fit a FitPrune deletion schedule to a FLOPs budget, as a file for the recipe"),
+    "plan": Tool("tokencompose.commands.plan:plan_command",
+                 "what a recipe costs to train: FLOPs, memory per GPU, largest batch, GPU-hours (meta build)"),
     "demo": Tool("tokencompose.commands.demo:demo", "the main job: train two tiny schemes on synthetic shapes, compare them"),
 }
 DATA_TOOLS: dict[str, Tool] = {
