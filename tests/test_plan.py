@@ -23,7 +23,7 @@ def one_gpu():
 
 
 def test_plan_json_for_eight_gpus(capsys):
-    main(["plan", "--config", STAGE2, "--trainer.devices", "8", "--json", "true", "--mfu", "0.5"])
+    main(["plan", "--config", STAGE2, "--trainer.devices", "8", "--json", "--mfu", "0.5"])
     result = json.loads(capsys.readouterr().out)
     setup = result["setup"]
     assert (setup["world"], setup["strategy"], setup["sharding"], setup["activation_checkpointing"]) == (8, "fsdp", "FULL_SHARD", True)
