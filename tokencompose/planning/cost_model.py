@@ -10,7 +10,7 @@ MFU is stated over model FLOPs.
 
 Memory per GPU is an upper bound by construction: weights, gradients and AdamW's two states in the parameters'
 own dtypes, sharded as the strategy shards them, plus every activation saved for backward, all live at once
-(in a real step the gradients grow while the activations are freed). ``activation_elements`` counts what a
+(in a real step the gradients grow while the activations are freed). ``decoder_layer_activation_elements`` counts what a
 LLaMA decoder layer saves per token; the measured peaks it is checked against are in benchmarks/RESULTS.md.
 """
 
