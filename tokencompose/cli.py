@@ -46,6 +46,8 @@ TOOLS: dict[str, Tool] = {
     "annotate": Tool("tokencompose.cli:annotate", "object masks + MaskInversion embeddings for shards, offline (--config RECIPE)"),
     "fitprune": Tool("tokencompose.commands.fitprune:fitprune_command",
                      "fit a FitPrune deletion schedule to a FLOPs budget, as a file for the recipe"),
+    "plan": Tool("tokencompose.commands.plan:plan_command",
+                 "what a recipe costs to train: FLOPs, memory per GPU, largest batch, GPU-hours (meta build)"),
     "demo": Tool("tokencompose.commands.demo:demo", "the main job: train two tiny schemes on synthetic shapes, compare them"),
     "ask": Tool("tokencompose.commands.ask:ask", "one question about one image from a trained checkpoint"),
     "export": Tool("tokencompose.commands.export:export_command",
@@ -108,6 +110,20 @@ def _list_parameters(function: Callable[..., Any]) -> set[str]:
     return {name for name, hint in hints.items() if list in (typing.get_origin(hint), *map(typing.get_origin, typing.get_args(hint)))}
 
 
+def _bool_parameters(function: Callable[..., Any]) -> set[str]:
+    return {name for name, hint in typing.get_type_hints(function).items() if hint is bool}
+
+
+def bare_flags(argv: list[str], flags: set[str]) -> list[str]:
+    """``--flag`` of a bool parameter given without a value (last, or before another option) -> ``--flag true``."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg.removeprefix("--") in flags and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+            out.append("true")
+    return out
+
+
 def run_tool(name: str, tool: Tool, argv: list[str]) -> Any:
     """Parse ``argv`` for ``tool``'s function (options repeat for list parameters: ``--benchmark a --benchmark b``)
     and call it; a function with a ``recipe`` parameter gets the recipe arguments split off first."""
@@ -118,6 +134,7 @@ def run_tool(name: str, tool: Tool, argv: list[str]) -> Any:
     recipe, own = split_recipe_args(argv) if takes_recipe else ([], argv)
     lists = _list_parameters(function) - {"recipe"}
     own = [f"{arg}+" if arg.removeprefix("--") in lists else arg for arg in own]  # repeated options append
+    own = bare_flags(own, _bool_parameters(function))  # --json as well as --json true
     summary = (inspect.getdoc(function) or "").split("\n\n")[0]
     epilog = ("The recipe is given as for `tokencompose fit`: --config RECIPE (repeatable) and inline overrides "
               "such as --model.tokenizers.patch.grid 3.") if takes_recipe else None

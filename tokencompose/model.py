@@ -45,6 +45,7 @@ from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
 from tokencompose.llm.generation import greedy_generate
 from tokencompose.llm.templates import ChatTemplate, VicunaV1Template
 from tokencompose.masks.base import GivenObjects, ObjectSource
+from tokencompose.model_configs import in_meta_build
 from tokencompose.optimization import NonFiniteGuard, Optimization, warmup_cosine
 from tokencompose.parts import Parts
 from tokencompose.profiling import StageProfiler, stage
@@ -92,6 +93,7 @@ class VLM(L.LightningModule):
         init_weights: a checkpoint whose matching tensors initialise this model (e.g. stage 1's projector
             for stage 2); unlike ``--ckpt_path`` it does not resume optimiser or step. Every tensor it skips
             (shape mismatch, unknown, missing) is logged; ``init_strict_shapes`` makes a shape mismatch an error.
+            A meta build (``model_configs.meta_build``) has no weights to initialise and does not read it.
     """
 
     def __init__(
@@ -138,7 +140,7 @@ class VLM(L.LightningModule):
         self.val_accuracy, self.test_accuracy = MeanMetric(), MeanMetric()
         self._guard = NonFiniteGuard(self.optimization.max_nonfinite_steps)
         self.recipe: str | None = None  # set by the recipe parser (tokencompose.recipes); saved in checkpoints
-        if init_weights is not None:
+        if init_weights is not None and not in_meta_build():
             load_weights(self, init_weights, strict_shapes=init_strict_shapes)
 
     # ------------------------------------------------------------------ build-time checks
@@ -182,6 +184,11 @@ class VLM(L.LightningModule):
         return problems
 
     # ------------------------------------------------------------------ composition
+    def fsdp_unit_classes(self) -> frozenset[type[nn.Module]]:
+        """What ``strategies.fsdp(wrap="auto")`` shards (and checkpoints) as one unit each: the LLM's decoder
+        layer class (LLaVA-Mini's pre-fusion layers are of that class too). The rest is the root unit."""
+        return self.llm.decoder_layer_classes()
+
     def part_names(self) -> list[str]:
         """The model's parts (its child modules with parameters): the keys of ``optimization.learning_rates``."""
         return [name for name, module in self.named_children() if any(True for _ in module.parameters())]

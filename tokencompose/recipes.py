@@ -3,11 +3,13 @@
 ``load_recipe`` is the one way tools build a model from a recipe (``eval``, ``sweep``, the lmms-eval adapter,
 notebooks): the same parser as ``tokencompose fit``, so the same files and overrides work, validated when the
 recipe is read (before any image is predicted). It builds the model (and the data module linked to it), never a
-trainer.
+trainer. With ``meta=True`` it builds the full-size architecture without weights or network: every tensor on the
+meta device, hub-named parts from the configurations shipped in ``tokencompose.model_configs`` (``meta_build``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,6 +21,7 @@ from lightning.pytorch.cli import LightningCLI
 from tokencompose.data.datamodule import ShardDataModule
 from tokencompose.hub import WeightsUnavailable
 from tokencompose.model import RECIPE_KEY, VLM
+from tokencompose.model_configs import meta_build
 from tokencompose.trainer import Trainer
 
 # LightningCLI warns whenever ``args`` is given while ``sys.argv`` has arguments — which is how every
@@ -160,6 +163,13 @@ class AnnotateCLI(LightningCLI):
             super().instantiate_classes()
 
 
+class AnnotateParseOnlyCLI(AnnotateCLI):
+    """Reads and validates an annotate recipe without building anything."""
+
+    def instantiate_classes(self) -> None:
+        return None
+
+
 def recipe_args(configs: Sequence[str | Path], overrides: Sequence[str] | Mapping[str, Any] = ()) -> list[str]:
     """Recipe files and overrides as command-line arguments: ``--config A --config B --model.x 3 ...``.
 
@@ -176,33 +186,67 @@ def recipe_args(configs: Sequence[str | Path], overrides: Sequence[str] | Mappin
 
 
 def load_recipe(configs: Sequence[str | Path], overrides: Sequence[str] | Mapping[str, Any] = (),
-                checkpoint: str | None = None) -> VLM:
+                checkpoint: str | None = None, meta: bool = False) -> VLM:
     """Recipe files (later ones win key by key) + overrides -> the model, with ``checkpoint``'s weights if given.
 
     The checkpoint must fit the model whole (every tensor name and shape; loaded with ``weights_only=True``):
-    a budget override changes what the tokenizers emit, never the weights.
+    a budget override changes what the tokenizers emit, never the weights. ``meta``: the architecture on the
+    meta device, without weights or network (see the module; ``model.init_weights`` is not read).
     """
     if not configs:
         raise ValueError("load_recipe: give at least one recipe file (--config)")
-    return model_from_args(recipe_args(configs, overrides), checkpoint)
+    return model_from_args(recipe_args(configs, overrides), checkpoint, meta)
 
 
-def model_from_args(args: Sequence[str], checkpoint: str | None = None) -> VLM:
+def recipe_files(args: Sequence[str]) -> list[str]:
+    """The ``--config`` files named in recipe arguments (each must exist; there may be none)."""
+    configs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
+    configs += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    missing = [c for c in configs if not Path(c).is_file()]
+    if missing:
+        raise FileNotFoundError(f"--config: recipe file(s) {missing} do not exist")
+    return configs
+
+
+def _check_configs(args: Sequence[str]) -> None:
+    if not recipe_files(args):
+        raise ValueError("give the recipe: --config RECIPE (repeat it for overlays), or a checkpoint that has it "
+                         "(--ckpt_path)")
+
+
+def build_recipe(args: Sequence[str], meta: bool = False) -> ModelOnlyCLI:
+    """Recipe command-line arguments -> the CLI holding the built ``model``, ``datamodule`` and the parsed
+    ``config`` (``trainer.*`` included, not instantiated). ``meta``: see ``load_recipe``."""
+    _check_configs(args)
+    with meta_build() if meta else contextlib.nullcontext():
+        return ModelOnlyCLI(args=[*args, "--trainer.logger", "false"], run=False)
+
+
+def build_annotate_job(args: Sequence[str], meta: bool = False) -> Any:
+    """Annotate-recipe arguments -> its ``AnnotateJob`` (encoder + annotator), without its data or trainer (the
+    recipe is validated whole first). ``meta``: see ``load_recipe``."""
+    from jsonargparse import ArgumentParser
+
+    from tokencompose.annotate import AnnotateJob
+
+    _check_configs(args)
+    config = AnnotateParseOnlyCLI(args=list(args)).config
+    parser = ArgumentParser(parser_mode="omegaconf")
+    parser.add_class_arguments(AnnotateJob, "job")
+    with meta_build() if meta else contextlib.nullcontext():
+        return parser.instantiate_classes(parser.parse_object({"job": config.model.as_dict()})).job
+
+
+def model_from_args(args: Sequence[str], checkpoint: str | None = None, meta: bool = False) -> VLM:
     """Recipe command-line arguments (``--config FILE`` ..., ``--model.x VALUE`` ...) -> the model (see
     ``load_recipe``). Without ``--config`` the recipe is the one saved in ``checkpoint`` (``load_checkpoint``)."""
     from tokencompose.checkpoints import load_weights
 
-    configs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
-    configs += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-    if not configs and checkpoint is not None:
+    if meta and checkpoint is not None:
+        raise ValueError("--ckpt_path: a meta build has no weights to load a checkpoint into")
+    if checkpoint is not None and not recipe_files(args):
         return load_checkpoint(checkpoint, args)
-    if not configs:
-        raise ValueError("give the recipe: --config RECIPE (repeat it for overlays), or a checkpoint that has it "
-                         "(--ckpt_path)")
-    missing = [c for c in configs if not Path(c).is_file()]
-    if missing:
-        raise FileNotFoundError(f"--config: recipe file(s) {missing} do not exist")
-    model = ModelOnlyCLI(args=[*args, "--trainer.logger", "false"], run=False).model
+    model = build_recipe(args, meta).model
     if checkpoint is not None:
         load_weights(model, checkpoint, key="--ckpt_path", strict_shapes=True)
     return model

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.encoders.positions import resample_grid_positions
 from tokencompose.hub import WeightsUnavailable, check_access, hub_fetch_command, unavailable_as_error
+from tokencompose.model_configs import in_meta_build
 from tokencompose.types import EncoderOutput, EncoderRequest
 
 
@@ -72,7 +73,10 @@ class OpenCLIPEncoder(VisionEncoder):
         if (model_name is None) == (config is None):
             raise ValueError("OpenCLIPEncoder: give exactly one of `model_name` (real weights) or `config` (random)")
         if model_name is not None:
-            clip = _create_pretrained(model_name, pretrained)
+            if in_meta_build():  # no weights: open_clip's own architecture table is the published configuration
+                clip = open_clip.create_model(model_name, pretrained=None)
+            else:
+                clip = _create_pretrained(model_name, pretrained)
         else:
             clip = open_clip.CLIP(**config)
         self.visual = clip.visual  # the text tower is not needed and is dropped here

@@ -6,6 +6,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.tokenization_utils_sentencepiece import SPIECE_UNDERLINE, SentencePieceBackend
 
 from tokencompose.hub import from_pretrained
+from tokencompose.model_configs import in_meta_build, stand_in_text_tokenizer
 
 
 def _with_pad(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -20,8 +21,11 @@ def load_text_tokenizer(
     """A Hugging Face tokenizer by hub name or local path, with a pad token (LLaVA pads with ``unk``).
 
     Under transformers 5 a Llama folder loads as the ``tokenizers`` BPE even with ``use_fast=False``; for the
-    SentencePiece tokenizer LLaVA trained with, use ``load_sentencepiece_llama_tokenizer``.
+    SentencePiece tokenizer LLaVA trained with, use ``load_sentencepiece_llama_tokenizer``. Inside
+    ``model_configs.meta_build()``: ``stand_in_text_tokenizer(name_or_path)`` (the published size and special ids).
     """
+    if in_meta_build():
+        return _with_pad(stand_in_text_tokenizer(name_or_path))
     tokenizer = from_pretrained("load_text_tokenizer", name_or_path, AutoTokenizer.from_pretrained, use_fast=use_fast,
                                 trust_remote_code=trust_remote_code)
     return _with_pad(tokenizer)
@@ -91,6 +95,8 @@ class SentencePieceLlamaTokenizer(SentencePieceBackend):
 
 def load_sentencepiece_llama_tokenizer(name_or_path: str) -> SentencePieceLlamaTokenizer:
     """``SentencePieceLlamaTokenizer`` from a folder with ``tokenizer.model`` (and ``tokenizer_config.json``:
-    ``legacy``, special tokens), with a pad token (LLaVA pads with ``unk``)."""
+    ``legacy``, special tokens), with a pad token (LLaVA pads with ``unk``); inside ``meta_build()`` the stand-in."""
+    if in_meta_build():
+        return _with_pad(stand_in_text_tokenizer(name_or_path))
     return _with_pad(from_pretrained("load_sentencepiece_llama_tokenizer", name_or_path,
                                      SentencePieceLlamaTokenizer.from_pretrained))

@@ -10,6 +10,7 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from tokencompose.hub import SAM_CHECKPOINT_URLS, WeightsUnavailable, unavailable_as_error
+from tokencompose.model_configs import in_meta_build
 
 
 def _load_checkpoint(variant: str, checkpoint: str) -> dict[str, torch.Tensor]:
@@ -27,13 +28,15 @@ def _load_checkpoint(variant: str, checkpoint: str) -> dict[str, torch.Tensor]:
 
 def build_sam(variant: str | None = None, checkpoint: str | None = None, config: dict[str, Any] | None = None) -> Sam:
     """SAM from ``variant`` ('vit_h', 'vit_l', 'vit_b') and an optional checkpoint file (loaded with
-    ``weights_only=True``), or from a tiny ``config`` (image_size, patch_size, width, depth, heads, prompt_dim)."""
+    ``weights_only=True``), or from a tiny ``config`` (image_size, patch_size, width, depth, heads, prompt_dim).
+    Inside ``model_configs.meta_build()`` no checkpoint is read (the registry's architecture, on the meta device)."""
     if (variant is None) == (config is None):
         raise ValueError("build_sam: give exactly one of `variant` (published architecture) or `config` (tiny)")
     if variant is not None:
         if variant not in sam_model_registry:
             raise ValueError(f"build_sam: variant={variant!r}; allowed: {sorted(sam_model_registry)}")
-        state = _load_checkpoint(variant, checkpoint) if checkpoint is not None else None  # before building ViT-H
+        reads = checkpoint is not None and not in_meta_build()
+        state = _load_checkpoint(variant, checkpoint) if reads else None  # before building ViT-H
         sam = sam_model_registry[variant](checkpoint=None)
         if state is not None:
             sam.load_state_dict(state)
