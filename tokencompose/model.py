@@ -55,6 +55,8 @@ from tokencompose.types import EncoderRequest, ObjectMasks, ObjectRequirements, 
 
 # What a recipe gives for a text fusion whose layers are built from the LLM (its class and options).
 TextFusionFactory = Callable[[CausalLM], TextFusion]
+# Where a checkpoint keeps the recipe (the YAML of its `model:` section) its model was built from.
+RECIPE_KEY = "tokencompose_recipe"
 
 
 def normalise_answer(text: str) -> str:
@@ -135,6 +137,7 @@ class VLM(L.LightningModule):
         self.check_parts()
         self.val_accuracy, self.test_accuracy = MeanMetric(), MeanMetric()
         self._guard = NonFiniteGuard(self.optimization.max_nonfinite_steps)
+        self.recipe: str | None = None  # set by the recipe parser (tokencompose.recipes); saved in checkpoints
         if init_weights is not None:
             load_weights(self, init_weights, strict_shapes=init_strict_shapes)
 
@@ -290,6 +293,11 @@ class VLM(L.LightningModule):
             left_pad=for_generation, visual_kind=visual.kind[to_llm],
         )
         return self.attention(fused, visual.kinds)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints describe themselves: the recipe of the model, rebuilt by ``tokencompose.load(path)``."""
+        if self.recipe is not None:
+            checkpoint[RECIPE_KEY] = self.recipe
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: VLMBatch, visual: VisualSequence | None = None) -> tuple[Tensor, Tensor]:

@@ -16,12 +16,22 @@ from typing import Any
 from lightning.pytorch.cli import LightningCLI
 
 from tokencompose.data.datamodule import ShardDataModule
-from tokencompose.model import VLM
+from tokencompose.model import RECIPE_KEY, VLM
 from tokencompose.trainer import Trainer
 
 # LightningCLI warns whenever ``args`` is given while ``sys.argv`` has arguments — which is how every
 # ``tokencompose`` command runs it; the arguments it parses are the ones given, so the warning says nothing.
 warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
+
+
+def model_recipe(model_config: Any) -> str:
+    """The parsed ``model`` config -> the YAML recipe saved in checkpoints (``init_weights`` dropped: the
+    checkpoint's own weights replace it, and the file it named need not exist where the checkpoint goes)."""
+    import yaml
+
+    recipe = model_config.as_dict() if hasattr(model_config, "as_dict") else dict(model_config)
+    recipe["init_weights"] = None
+    return yaml.safe_dump({"model": recipe}, sort_keys=False)
 
 
 class TokenComposeCLI(LightningCLI):
@@ -39,6 +49,11 @@ class TokenComposeCLI(LightningCLI):
             **kwargs,
         )
 
+    def instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        super().instantiate_classes()
+        self.model.recipe = model_recipe(config["model"])
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         # the data pipeline gets what it needs from the model once, typed (VLM.data_transform), never by reaching in
         parser.link_arguments("model", "data.transform", compute_fn=lambda model: model.data_transform(),
@@ -52,6 +67,7 @@ class ModelOnlyCLI(TokenComposeCLI):
         self.config_init = self.parser.instantiate_classes(self.config)
         self.datamodule = self._get(self.config_init, "data")
         self.model = self._get(self.config_init, "model")
+        self.model.recipe = model_recipe(self.config["model"])
 
 
 class ParseOnlyCLI(TokenComposeCLI):
@@ -114,17 +130,53 @@ def load_recipe(configs: Sequence[str | Path], overrides: Sequence[str] | Mappin
 
 def model_from_args(args: Sequence[str], checkpoint: str | None = None) -> VLM:
     """Recipe command-line arguments (``--config FILE`` ..., ``--model.x VALUE`` ...) -> the model (see
-    ``load_recipe``)."""
+    ``load_recipe``). Without ``--config`` the recipe is the one saved in ``checkpoint`` (``load_checkpoint``)."""
     from tokencompose.checkpoints import load_weights
 
     configs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
     configs += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    if not configs and checkpoint is not None:
+        return load_checkpoint(checkpoint, args)
     if not configs:
-        raise ValueError("give the recipe: --config RECIPE (repeat it for overlays)")
+        raise ValueError("give the recipe: --config RECIPE (repeat it for overlays), or a checkpoint that has it "
+                         "(--ckpt_path)")
     missing = [c for c in configs if not Path(c).is_file()]
     if missing:
         raise FileNotFoundError(f"--config: recipe file(s) {missing} do not exist")
     model = ModelOnlyCLI(args=[*args, "--trainer.logger", "false"], run=False).model
     if checkpoint is not None:
         load_weights(model, checkpoint, key="--ckpt_path", strict_shapes=True)
+    return model
+
+
+def checkpoint_recipe(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """A checkpoint file -> (the recipe saved in it, its tensors); read with ``weights_only=True``."""
+    import torch
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--ckpt_path: checkpoint {str(path)!r} does not exist")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    recipe = state.get(RECIPE_KEY) if isinstance(state, dict) else None
+    if not isinstance(recipe, str):
+        raise ValueError(f"--ckpt_path: {str(path)!r} has no recipe (it was not written by training a recipe with this "
+                         "version); give the recipe it was trained with: --config RECIPE")
+    return recipe, state.get("state_dict", {})
+
+
+def load_checkpoint(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> VLM:
+    """A checkpoint written by ``tokencompose fit`` -> its model, rebuilt from the recipe saved in it (no YAML file
+    needed) with every tensor of the checkpoint. ``overrides`` apply on top, e.g. a test-time budget
+    (``{"model.tokenizers.patch.grid": 1}``); one that changes a weight's shape is an error naming the tensor."""
+    recipe, weights = checkpoint_recipe(path)
+    model = ModelOnlyCLI(args=["--config", recipe, *recipe_args([], overrides), "--trainer.logger", "false"],
+                         run=False).model
+    own = model.state_dict()
+    mismatched = [f"{k} (checkpoint {list(v.shape)}, model {list(own[k].shape)})" for k, v in weights.items()
+                  if k in own and own[k].shape != v.shape]
+    missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
+    if mismatched or missing or unexpected:
+        raise ValueError(f"--ckpt_path: {str(path)!r} does not fit the model its recipe + overrides build: shapes "
+                         f"{mismatched}, missing {missing[:10]}, unexpected {unexpected[:10]}")
+    model.load_state_dict(weights)
     return model
