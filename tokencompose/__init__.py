@@ -1,6 +1,7 @@
 """tokencompose: compose the visual tokens a vision-language model feeds its LLM.
 
-Importing the package is cheap (the command line's ``--help`` never loads torch); ``load`` imports what it needs.
+Importing the package is cheap (the command line's ``--help`` never loads torch); ``load`` and ``ask`` import what
+they need: ``model = tokencompose.load("last.ckpt")``, ``tokencompose.ask(model, "photo.jpg", "what is it ?")``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tokencompose.inference import Answer, ImageInput
     from tokencompose.model import VLM
 
 
@@ -22,4 +24,13 @@ def load(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) ->
     return load_checkpoint(path, overrides)
 
 
-__all__ = ["load"]
+def ask(model: VLM, image: ImageInput, question: str, max_new_tokens: int | None = None) -> Answer:
+    """One question about one picture (a path, encoded bytes or a PIL image) -> ``Answer``: the greedy answer, the
+    visual tokens of each stream and the seconds of encoding and answering (``tokencompose.inference.ask``, which
+    ``tokencompose ask`` prints). Object masks are computed online where the model's object source does that."""
+    from tokencompose.inference import ask as ask_model
+
+    return ask_model(model, image, question, max_new_tokens)
+
+
+__all__ = ["ask", "load"]

@@ -348,17 +348,12 @@ class VLM(L.LightningModule):
         visual_counts = ((prompt.visual_kind >= 0) & prompt.attention_mask.bool()).sum(1)  # (B,) tokens the LLM sees
         predictions = self.answer(prompt)
         seconds = (time.perf_counter() - start) / len(batch)
+        questions = batch.questions if batch.questions is not None else [""] * len(batch)
         return [
-            {
-                "key": key,
-                "question_type": qtype,
-                "prediction": prediction,
-                "answer": answer,
-                "visual_tokens": int(n),
-                "seconds": seconds,
-            }
-            for key, qtype, prediction, answer, n in zip(
-                batch.keys, batch.question_types, predictions, batch.answers, visual_counts.tolist(), strict=True
+            {"key": key, "question": question, "question_type": qtype, "prediction": prediction, "answer": answer,
+             "visual_tokens": int(n), "seconds": seconds}
+            for key, question, qtype, prediction, answer, n in zip(
+                batch.keys, questions, batch.question_types, predictions, batch.answers, visual_counts.tolist(), strict=True
             )
         ]
 

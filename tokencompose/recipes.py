@@ -54,6 +54,21 @@ class TokenComposeCLI(LightningCLI):
         super().instantiate_classes()
         self.model.recipe = model_recipe(config["model"])
 
+    def before_predict(self) -> None:
+        """``predict`` writes what it predicts (``WritePredictions``) unless the recipe has its own writer."""
+        from lightning.pytorch.callbacks import BasePredictionWriter
+
+        from tokencompose.predictions import WritePredictions
+
+        if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(WritePredictions())
+
+    def after_predict(self) -> None:
+        from tokencompose.predictions import WritePredictions
+
+        for writer in (c for c in self.trainer.callbacks if isinstance(c, WritePredictions)):
+            print(f"{writer.count} predictions written to {writer.written_to}")
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         # the data pipeline gets what it needs from the model once, typed (VLM.data_transform), never by reaching in
         parser.link_arguments("model", "data.transform", compute_fn=lambda model: model.data_transform(),
