@@ -105,3 +105,12 @@ def test_dominant_patches_are_the_patches_visionzip_keeps_whole(hf_encoder: HFCL
         patches = features.patches.flatten(1, 2)
         dominant = zip_(features).tokens[:, 1:6] if keep_cls else zip_(features).tokens[:, :6]
         torch.testing.assert_close(dominant, torch.stack([patches[b, index[b]] for b in range(2)]))
+
+
+def test_enlarge_repeats_pixels_by_a_whole_factor():
+    from tokencompose.explore.overlays import enlarge
+
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    big = enlarge(image, side=7)  # factor 2: 3 * 2 <= 7 < 3 * 3
+    assert big.shape == (4, 6, 3) and (big[::2, ::2] == image).all() and (big[1::2, 1::2] == image).all()
+    assert enlarge(image, side=2).shape == image.shape

@@ -14,7 +14,7 @@ from tests.recipe_utils import REPO
 from tokencompose.explore import session as session_module
 from tokencompose.explore.overlays import PALETTE
 from tokencompose.explore.session import ModelUnavailable, Session, synthetic_examples
-from tokencompose.explore.views import answer_markdown, look, tokens_markdown
+from tokencompose.explore.views import answer_markdown, look, shows, tokens_markdown
 from tokencompose.masks.annotator import ObjectAnnotator
 from tokencompose.masks.mask_inversion import MaskInversionSettings
 from tokencompose.masks.proposer import MaskProposer
@@ -38,6 +38,7 @@ def test_a_budget_is_the_checkpoint_reloaded_with_the_override_and_answers_as_as
     session = Session.open(fastervlm)
     (knob,) = session.knobs
     assert knob.key == KEEP and knob.value == 16
+    assert session.shows == {"objects": False, "object_map": False, "kept_patches": True}
     for settings in ({}, {KEEP: 4}):
         seen = session.look(image, question, settings)
         direct = tokencompose.ask(tokencompose.load(fastervlm, settings), image, question)
@@ -84,6 +85,7 @@ class TwoMasks(MaskProposer):
 def test_objects_are_shown_best_first_with_scores_and_the_chosen_objects_map(text_tokenizer, picture):
     source = ObjectAnnotator(proposer=TwoMasks(), inversion=MaskInversionSettings(iterations=2))
     model = build_mask_llava(text_tokenizer, object_source=source)
+    assert shows(model) == {"objects": True, "object_map": True, "kept_patches": False}
     best, second = look(model, *picture, chosen_object=0), look(model, *picture, chosen_object=1)
     assert best.object_scores == [0.9, 0.5] and best.proposed_objects == 2  # ranked by score, as the tokenizer
     assert best.answer.streams["objects"].tokens == 2

@@ -62,3 +62,10 @@ def kept_patch_overlay(image: np.ndarray, kept: np.ndarray, grid: int, dim: floa
     keep[kept] = True
     cell = keep.reshape(grid, grid).repeat(height // grid, 0).repeat(width // grid, 1)  # (H, W)
     return blend(image, np.zeros(3, dtype=np.uint8), ~cell, dim)
+
+
+def enlarge(image: np.ndarray, side: int = 256) -> np.ndarray:
+    """(H, W, 3) -> the same pixels repeated (nearest neighbour) by the largest whole factor that keeps the longer
+    side within ``side``: a 64 px tiny-model picture shown at 256 px, sharp patch edges kept."""
+    factor = max(1, side // max(image.shape[:2]))
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tokencompose.explore.knobs import Knob, budget_knobs, describe
-from tokencompose.explore.views import Look, look
+from tokencompose.explore.views import Look, look, shows
 from tokencompose.inference import ImageInput, stored_masks_problem
 from tokencompose.model import VLM
 from tokencompose.recipes import model_from_args, recipe_args
@@ -44,6 +44,7 @@ class Session:
     ckpt_path: str
     recipe: tuple[str, ...] = ()
     knobs: list[Knob] = field(default_factory=list)
+    shows: dict[str, bool] = field(default_factory=dict)
     _models: OrderedDict[tuple[tuple[str, Any], ...], VLM] = field(default_factory=OrderedDict)
 
     @classmethod
@@ -54,7 +55,7 @@ class Session:
         problem = stored_masks_problem(model)
         if problem:
             raise ModelUnavailable(f"--ckpt_path {ckpt_path}: {problem}")
-        session.knobs = budget_knobs(model)
+        session.knobs, session.shows = budget_knobs(model), shows(model)
         return session
 
     @property

@@ -42,6 +42,15 @@ class Look:
     kept_patches: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def shows(model: VLM) -> dict[str, bool]:
+    """Which pictures ``look`` can draw for ``model``: ``objects`` (an object tokenizer), ``object_map`` (objects
+    computed online, with MaskInversion embeddings), ``kept_patches`` (a FasterVLM or VisionZip stream)."""
+    tokenizers = list(model.tokenizers.values())
+    objects = any(isinstance(t, ObjectTokenizer) for t in tokenizers)
+    return {"objects": objects, "object_map": objects and model.object_source.computes_objects,
+            "kept_patches": any(isinstance(t, (CLSAttentionSelector, VisionZipTokenizer)) for t in tokenizers)}
+
+
 def to_uint8(pixels: torch.Tensor, model: VLM) -> np.ndarray:
     """Normalised pixels (3, S, S) -> the picture (S, S, 3) uint8."""
     image = unnormalise(pixels[None].float(), model.encoder)[0]  # (3, S, S) in [0, 1]
