@@ -47,6 +47,8 @@ TOOLS: dict[str, Tool] = {
                      "fit a FitPrune deletion schedule to a FLOPs budget, as a file for the recipe"),
     "demo": Tool("tokencompose.commands.demo:demo", "the main job: train two tiny schemes on synthetic shapes, compare them"),
     "ask": Tool("tokencompose.commands.ask:ask", "one question about one image from a trained checkpoint"),
+    "explore": Tool("tokencompose.commands.explore:explore",
+                    "a web page: what a checkpoint keeps, costs and answers as its budget moves (extra `app`)"),
 }
 DATA_TOOLS: dict[str, Tool] = {
     "convert-llava": Tool("tokencompose.commands.data:convert_llava_command", "LLaVA JSON + images -> WebDataset shards"),
