@@ -1,5 +1,6 @@
 """A trained run, as a user meets it: ``last.ckpt`` where the recipe says, the recipe inside it (``tokencompose.load``
-rebuilds the model without the YAML), ``predict`` writing its predictions, ``ask`` answering about one picture."""
+rebuilds the model without the YAML), ``predict`` writing its predictions, ``ask`` answering about one picture,
+``export`` refusing what Hugging Face LLaVA cannot hold and writing a model card with the scores."""
 
 from __future__ import annotations
 
@@ -172,3 +173,54 @@ def test_ask_refuses_a_recipe_that_reads_stored_masks(tmp_path):
     with pytest.raises(SystemExit, match="--image: .* does not exist"):
         main(["ask", "--config", str(LLAVA), "--image", str(tmp_path / "none.png"), "--question", "?",
               "--trainer.logger", "false"])
+
+
+def test_export_refuses_what_hugging_face_llava_cannot_hold(tmp_path):
+    with pytest.raises(SystemExit, match=r"no Hugging Face LLaVA equivalent:\n  - visual tokenizers .*\n  - scaler is"):
+        main(["export", "--config", str(REPO / "recipes/tiny/mask_llava.yaml"), "--out", str(tmp_path / "hf"),
+              "--trainer.logger", "false"])
+    assert not (tmp_path / "hf").exists()
+
+
+def test_export_writes_a_model_card_with_budget_recipe_and_scores(run, tmp_path):
+    checkpoint = run / "checkpoints" / "tiny_llava15" / "last.ckpt"
+    scores = {"pope": {"scores": {"accuracy": 0.5, "f1": 0.25}, "samples": 8, "visual_tokens": 64.0}}
+    (checkpoint.parent / "scores.json").write_text(json.dumps(scores))  # found beside the checkpoint
+    try:
+        main(["export", "--ckpt_path", str(checkpoint), "--out", str(tmp_path / "hf")])
+    finally:
+        (checkpoint.parent / "scores.json").unlink()
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "64 visual tokens per image (`patch`: 64)" in card
+    assert "| pope | accuracy | 0.5 | 8 |" in card and "| pope | f1 | 0.25 | 8 |" in card
+    recipe = card.split("```yaml\n", 1)[1].split("```", 1)[0]
+    saved = torch.load(checkpoint, weights_only=True)[RECIPE_KEY]
+    assert yaml.safe_load(recipe) == yaml.safe_load(saved)
+    assert "LlavaForConditionalGeneration.from_pretrained" in card and "AutoProcessor.from_pretrained" in card
+
+
+def test_the_exported_folder_answers_in_hugging_face_as_the_readme_shows(run, synthetic_root, tmp_path):
+    """The README's export command and its AutoProcessor + LlavaForConditionalGeneration code, run as written
+    (transformers, installed: LlavaForConditionalGeneration.generate, greedy), give the answer
+    ``tokencompose.ask`` gives for the same picture (a synthetic one, at the encoder's size)."""
+    checkpoint = run / "checkpoints" / "tiny_llava15" / "last.ckpt"
+    readme = (REPO / "README.md").read_text().split("## Hugging Face LLaVA", 1)[1]
+    command = readme.split("```bash\n", 1)[1].split("\n```", 1)[0]
+    code = readme.split("```python\n", 1)[1].split("\n```", 1)[0]
+    assert command == "uv run tokencompose export --ckpt_path checkpoints/tiny_llava15/last.ckpt --out hf/tiny_llava15"
+    state = torch.load(checkpoint, weights_only=True)
+    head, eos = state["state_dict"]["llm.model.lm_head.weight"], tokencompose.load(checkpoint).llm.text_tokenizer.eos_token_id
+    head[eos] = torch.cat([head[:eos], head[eos + 1:]]).mean(0)  # EOS never greedy: both answers run 8 tokens long
+    checkpoint = tmp_path / "checkpoints" / "tiny_llava15" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save(state, checkpoint)
+    (tmp_path / "photo.png").write_bytes(first_val_sample(synthetic_root)["png"])
+    exported = subprocess.run([sys.executable, "-m", "tokencompose", *command.split()[3:]], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "hf" / "tiny_llava15" / "README.md").is_file()
+    hugging_face = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert hugging_face.returncode == 0, hugging_face.stderr
+    ours = tokencompose.ask(tokencompose.load(checkpoint), tmp_path / "photo.png", "what color is the circle ?",
+                            max_new_tokens=8)
+    assert hugging_face.stdout.strip() == ours.answer and len(ours.answer.split()) > 1  # a real answer

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 import sys
 import typing
 from collections.abc import Callable
@@ -49,12 +50,19 @@ TOOLS: dict[str, Tool] = {
     "ask": Tool("tokencompose.commands.ask:ask", "one question about one image from a trained checkpoint"),
     "explore": Tool("tokencompose.commands.explore:explore",
                     "a web page: what a checkpoint keeps, costs and answers as its budget moves (extra `app`)"),
+    "export": Tool("tokencompose.commands.export:export_command",
+                   "a trained LLaVA-1.5-shaped checkpoint -> a Hugging Face LLaVA folder with a model card"),
 }
 DATA_TOOLS: dict[str, Tool] = {
     "convert-llava": Tool("tokencompose.commands.data:convert_llava_command", "LLaVA JSON + images -> WebDataset shards"),
     "convert-benchmark": Tool("tokencompose.commands.data:convert_benchmark_command",
                               "a benchmark's release files -> shards"),
 }
+RECIPE_TOOLS: dict[str, Tool] = {
+    "list": Tool("tokencompose.commands.recipes:list_command", "the recipes that ship with tokencompose"),
+    "copy": Tool("tokencompose.commands.recipes:copy_command", "copy a shipped recipe (NAME DEST) to edit it"),
+}
+GROUPS: dict[str, dict[str, Tool]] = {"data": DATA_TOOLS, "recipes": RECIPE_TOOLS}
 
 
 def version() -> str:
@@ -74,7 +82,8 @@ def overview() -> str:
     lines += [f"  {name:<26}{summary}" for name, summary in LIGHTNING_COMMANDS.items()]
     lines += ["", "tools:"]
     lines += [f"  {name:<26}{tool.summary}" for name, tool in TOOLS.items()]
-    lines += [f"  data {name:<21}{tool.summary}" for name, tool in DATA_TOOLS.items()]
+    lines += [f"  {group} {name:<{25 - len(group)}}{tool.summary}" for group, tools in GROUPS.items()
+              for name, tool in tools.items()]
     lines += ["", "options:", "  -h, --help                show this list and exit", "  --version                 print the version"]
     return "\n".join(lines)
 
@@ -120,6 +129,17 @@ def run_tool(name: str, tool: Tool, argv: list[str]) -> Any:
     return function(recipe=recipe, **options) if takes_recipe else function(**options)
 
 
+def _positional(tool: Tool, argv: list[str]) -> list[str]:
+    """``recipes copy NAME DEST`` as ``tune cp`` takes it: leading bare words fill the function's required
+    parameters in order (``--name NAME --destination DEST`` works too)."""
+    required = [p.name for p in inspect.signature(tool.function()).parameters.values()
+                if p.default is inspect.Parameter.empty and p.name != "recipe"]
+    words = list(itertools.takewhile(lambda a: not a.startswith("-"), argv))
+    if not words or len(words) > len(required):
+        return argv
+    return [a for name, word in zip(required[: len(words)], words, strict=True) for a in (f"--{name}", word)] + argv[len(words):]
+
+
 def annotate(recipe: list[str]) -> list[Any]:
     """Object masks and MaskInversion embeddings for every sample of the input shards, written as new shards.
 
@@ -135,7 +155,18 @@ def annotate(recipe: list[str]) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Run one command; weights that cannot be loaded end it with the error's message (the recipe key, the fetch
+    command), not a traceback."""
+    from tokencompose.hub import WeightsUnavailable
+
+    try:
+        return dispatch(sys.argv[1:] if argv is None else list(argv))
+    except WeightsUnavailable as error:
+        print(f"tokencompose: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def dispatch(argv: list[str]) -> Any:
     command = argv[0] if argv else "--help"
     if command in ("-h", "--help"):
         print(overview())
@@ -153,12 +184,12 @@ def main(argv: list[str] | None = None) -> Any:
         return AnnotateCLI(args=argv[1:])  # LightningCLI's own help for the annotate job
     if command in TOOLS:
         return run_tool(command, TOOLS[command], argv[1:])
-    if command == "data":
-        sub = argv[1] if len(argv) > 1 else "--help"
-        if sub in DATA_TOOLS:
-            return run_tool(f"data {sub}", DATA_TOOLS[sub], argv[2:])
-        lines = [f"  data {name:<21}{tool.summary}" for name, tool in DATA_TOOLS.items()]
-        print("usage: tokencompose data <command> [options]\n\n" + "\n".join(lines))
+    if command in GROUPS:
+        tools, sub = GROUPS[command], argv[1] if len(argv) > 1 else "--help"
+        if sub in tools:
+            return run_tool(f"{command} {sub}", tools[sub], _positional(tools[sub], argv[2:]))
+        lines = [f"  {command} {name:<{25 - len(command)}}{tool.summary}" for name, tool in tools.items()]
+        print(f"usage: tokencompose {command} <command> [options]\n\n" + "\n".join(lines))
         return None if sub in ("-h", "--help") else sys.exit(2)
     print(f"tokencompose: unknown command {command!r}\n\n{overview()}", file=sys.stderr)
     sys.exit(2)

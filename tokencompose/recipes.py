@@ -9,19 +9,57 @@ trainer.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
 
 from tokencompose.data.datamodule import ShardDataModule
+from tokencompose.hub import WeightsUnavailable
 from tokencompose.model import RECIPE_KEY, VLM
 from tokencompose.trainer import Trainer
 
 # LightningCLI warns whenever ``args`` is given while ``sys.argv`` has arguments — which is how every
 # ``tokencompose`` command runs it; the arguments it parses are the ones given, so the warning says nothing.
 warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
+
+
+def keys_holding(config: Any, value: str, prefix: str = "") -> list[str]:
+    """The dotted recipe keys whose value is ``value`` (``init_args`` left out, as overrides may write them)."""
+    if hasattr(config, "as_dict"):  # a jsonargparse Namespace
+        config = config.as_dict()
+    if isinstance(config, Mapping):
+        items = [(k, v) for k, v in config.items()]
+    elif isinstance(config, list):
+        items = [(str(i), v) for i, v in enumerate(config)]
+    else:
+        return [prefix] if config == value and prefix else []
+    return [key for k, v in items
+            for key in keys_holding(v, value, prefix if k == "init_args" else f"{prefix}.{k}".lstrip("."))]
+
+
+def _weights_unavailable(error: BaseException) -> WeightsUnavailable | None:
+    """The WeightsUnavailable behind ``error``: jsonargparse wraps what a part inside a union-typed argument
+    raises (``object_source: ObjectSource | None``) into a ValueError caused by it."""
+    for _ in range(16):  # a chain of causes is short; never loop on a cycle
+        if error is None or isinstance(error, WeightsUnavailable):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextmanager
+def naming_recipe_keys(config: Any) -> Iterator[None]:
+    """Weights that cannot be loaded while a recipe is built: the error names the recipe key(s) that asked."""
+    try:
+        yield
+    except (WeightsUnavailable, ValueError) as error:
+        unavailable = _weights_unavailable(error)
+        if unavailable is None:
+            raise
+        raise unavailable.with_keys(keys_holding(config, unavailable.name)) from None
 
 
 def model_recipe(model_config: Any) -> str:
@@ -51,7 +89,8 @@ class TokenComposeCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
-        super().instantiate_classes()
+        with naming_recipe_keys(config):
+            super().instantiate_classes()
         self.model.recipe = model_recipe(config["model"])
 
     def before_predict(self) -> None:
@@ -79,7 +118,8 @@ class ModelOnlyCLI(TokenComposeCLI):
     """Reads a recipe and builds its model and data module; no trainer (nothing is fitted)."""
 
     def instantiate_classes(self) -> None:
-        self.config_init = self.parser.instantiate_classes(self.config)
+        with naming_recipe_keys(self.config):
+            self.config_init = self.parser.instantiate_classes(self.config)
         self.datamodule = self._get(self.config_init, "data")
         self.model = self._get(self.config_init, "model")
         self.model.recipe = model_recipe(self.config["model"])
@@ -114,6 +154,10 @@ class AnnotateCLI(LightningCLI):
             save_config_callback=None,
             **kwargs,
         )
+
+    def instantiate_classes(self) -> None:
+        with naming_recipe_keys(self.config):
+            super().instantiate_classes()
 
 
 def recipe_args(configs: Sequence[str | Path], overrides: Sequence[str] | Mapping[str, Any] = ()) -> list[str]:

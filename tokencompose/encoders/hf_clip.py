@@ -11,6 +11,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithP
 
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.encoders.positions import resample_grid_positions
+from tokencompose.hub import from_pretrained
 from tokencompose.types import EncoderOutput, EncoderRequest
 
 
@@ -47,7 +48,7 @@ class HFCLIPEncoder(VisionEncoder):
             raise ValueError("HFCLIPEncoder: give exactly one of `name_or_path` (real weights) or `config` (random)")
         model_cls = CLIPVisionModelWithProjection if with_projection else CLIPVisionModel
         if name_or_path is not None:
-            self.model = model_cls.from_pretrained(name_or_path)
+            self.model = from_pretrained("HFCLIPEncoder", name_or_path, model_cls.from_pretrained)
         else:
             self.model = model_cls(CLIPVisionConfig(**config))
         cfg: CLIPVisionConfig = self.model.config

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from tokencompose.hub import from_pretrained
 from tokencompose.llm.conversation import IGNORE_INDEX
 
 
@@ -68,9 +69,9 @@ class CausalLM(L.LightningModule):
             raise ValueError("CausalLM: give exactly one of `name_or_path` (real weights) or `config` (random)")
         self.text_tokenizer = text_tokenizer
         if name_or_path is not None:
-            model = AutoModelForCausalLM.from_pretrained(
-                name_or_path, dtype=getattr(torch, dtype) if dtype else None, trust_remote_code=trust_remote_code,
-                attn_implementation=attn_implementation,
+            model = from_pretrained(
+                "CausalLM", name_or_path, AutoModelForCausalLM.from_pretrained, dtype=getattr(torch, dtype) if dtype else None,
+                trust_remote_code=trust_remote_code, attn_implementation=attn_implementation,
             )
         else:
             config = dict(config)

@@ -45,11 +45,7 @@ class FastV(DecodingPolicy):
         self.rerank_each_step = rerank_each_step
 
     def problems(self, parts: Parts) -> list[str]:
-        problems = stack_problems(parts.llm, "FastV")
-        if parts.attention.changes_mask:
-            problems.append(f"FastV runs the LLM's layers with a causal mask and cannot honour "
-                            f"{type(parts.attention).__name__}'s attention (model.attention)")
-        return problems
+        return stack_problems(parts.llm, "FastV", parts.attention)
 
     def stepper(self, lm: CausalLM, prompt: FusedInputs, use_cache: bool) -> FastVStepper:
         return FastVStepper(self, lm, prompt, use_cache and not self.rerank_each_step)

@@ -92,10 +92,7 @@ class FitPrune(DecodingPolicy):
         self.schedule: list[int] = list(counts)
 
     def problems(self, parts: Parts) -> list[str]:
-        problems = stack_problems(parts.llm, "FitPrune")
-        if parts.attention.changes_mask:
-            problems.append(f"FitPrune runs the LLM's layers with a causal mask and cannot honour "
-                            f"{type(parts.attention).__name__}'s attention (model.attention)")
+        problems = stack_problems(parts.llm, "FitPrune", parts.attention)
         layers = base_model(parts.llm).config.num_hidden_layers
         if len(self.schedule) != layers:
             problems.append(f"{self.source}: {len(self.schedule)} per-layer counts, but the LLM (model.llm) has "

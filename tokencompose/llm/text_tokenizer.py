@@ -5,6 +5,8 @@ from __future__ import annotations
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.tokenization_utils_sentencepiece import SPIECE_UNDERLINE, SentencePieceBackend
 
+from tokencompose.hub import from_pretrained
+
 
 def _with_pad(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
@@ -20,7 +22,8 @@ def load_text_tokenizer(
     Under transformers 5 a Llama folder loads as the ``tokenizers`` BPE even with ``use_fast=False``; for the
     SentencePiece tokenizer LLaVA trained with, use ``load_sentencepiece_llama_tokenizer``.
     """
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=use_fast, trust_remote_code=trust_remote_code)
+    tokenizer = from_pretrained("load_text_tokenizer", name_or_path, AutoTokenizer.from_pretrained, use_fast=use_fast,
+                                trust_remote_code=trust_remote_code)
     return _with_pad(tokenizer)
 
 
@@ -89,4 +92,5 @@ class SentencePieceLlamaTokenizer(SentencePieceBackend):
 def load_sentencepiece_llama_tokenizer(name_or_path: str) -> SentencePieceLlamaTokenizer:
     """``SentencePieceLlamaTokenizer`` from a folder with ``tokenizer.model`` (and ``tokenizer_config.json``:
     ``legacy``, special tokens), with a pad token (LLaVA pads with ``unk``)."""
-    return _with_pad(SentencePieceLlamaTokenizer.from_pretrained(name_or_path))
+    return _with_pad(from_pretrained("load_sentencepiece_llama_tokenizer", name_or_path,
+                                     SentencePieceLlamaTokenizer.from_pretrained))

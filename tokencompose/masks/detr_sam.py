@@ -10,6 +10,7 @@ from segment_anything import SamPredictor
 from torch import Tensor
 from transformers import DeformableDetrConfig, DeformableDetrForObjectDetection
 
+from tokencompose.hub import from_pretrained
 from tokencompose.masks.proposer import MaskPostprocess, MaskProposer
 from tokencompose.masks.sam import build_sam
 from tokencompose.types import ObjectMasks
@@ -51,7 +52,8 @@ class DetrSamProposer(MaskProposer):
         if (detector is None) == (detector_config is None):
             raise ValueError("DetrSamProposer: give exactly one of `detector` (checkpoint) or `detector_config`")
         if detector is not None:
-            self.detector = DeformableDetrForObjectDetection.from_pretrained(detector)
+            self.detector = from_pretrained("DetrSamProposer (detector)", detector,
+                                            DeformableDetrForObjectDetection.from_pretrained)
         else:
             self.detector = DeformableDetrForObjectDetection(DeformableDetrConfig(**detector_config))
         self.sam = build_sam(sam_variant, sam_checkpoint, sam_config)

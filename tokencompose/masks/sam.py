@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from tokencompose.hub import SAM_CHECKPOINT_URLS, WeightsUnavailable, unavailable_as_error
+
+
+def _load_checkpoint(variant: str, checkpoint: str) -> dict[str, torch.Tensor]:
+    """The state dict of a SAM release file (``weights_only=True``), or ``WeightsUnavailable`` naming the file
+    and the release URL it comes from."""
+    url = SAM_CHECKPOINT_URLS.get(variant)
+    fetch = (f"mkdir -p {Path(checkpoint).parent} && wget -O {checkpoint} {url}" if url
+             else "the Segment Anything release (github.com/facebookresearch/segment-anything#model-checkpoints)")
+    if not Path(checkpoint).is_file():
+        raise WeightsUnavailable("SAM", checkpoint, f"no such file (the {variant} checkpoint of the SAM release)", fetch,
+                                 hub=False)
+    with unavailable_as_error("SAM", checkpoint, fetch, hub=False):
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)
 
 
 def build_sam(variant: str | None = None, checkpoint: str | None = None, config: dict[str, Any] | None = None) -> Sam:
@@ -17,9 +33,10 @@ def build_sam(variant: str | None = None, checkpoint: str | None = None, config:
     if variant is not None:
         if variant not in sam_model_registry:
             raise ValueError(f"build_sam: variant={variant!r}; allowed: {sorted(sam_model_registry)}")
+        state = _load_checkpoint(variant, checkpoint) if checkpoint is not None else None  # before building ViT-H
         sam = sam_model_registry[variant](checkpoint=None)
-        if checkpoint is not None:
-            sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        if state is not None:
+            sam.load_state_dict(state)
         return sam.eval()
     size, patch, prompt = config["image_size"], config["patch_size"], config["prompt_dim"]
     grid = size // patch
