@@ -94,3 +94,9 @@ def test_objects_are_shown_best_first_with_scores_and_the_chosen_objects_map(tex
     assert (best.objects[63, 40] == best.image[63, 40]).all()  # bottom right: no object
     assert best.object_map.shape == best.image.shape and not np.array_equal(best.object_map, second.object_map)
     assert "Objects kept: 2 of 2 proposed (scores: #0 0.90, #1 0.50); map of #1" in answer_markdown(second)
+
+
+def test_a_recipe_whose_weights_are_not_here_is_refused_saying_so(fastervlm, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without the download: nothing is fetched
+    with pytest.raises(ModelUnavailable, match="its recipe needs weights that are not here"):
+        Session.open(fastervlm, ["--config", str(REPO / "recipes/llava15_stage2.yaml")])
