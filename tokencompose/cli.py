@@ -50,6 +50,8 @@ TOOLS: dict[str, Tool] = {
                  "what a recipe costs to train: FLOPs, memory per GPU, largest batch, GPU-hours (meta build)"),
     "demo": Tool("tokencompose.commands.demo:demo", "the main job: train two tiny schemes on synthetic shapes, compare them"),
     "ask": Tool("tokencompose.commands.ask:ask", "one question about one image from a trained checkpoint"),
+    "explore": Tool("tokencompose.commands.explore:explore",
+                    "a web page: what a checkpoint keeps, costs and answers as its budget moves (extra `app`)"),
     "export": Tool("tokencompose.commands.export:export_command",
                    "a trained LLaVA-1.5-shaped checkpoint -> a Hugging Face LLaVA folder with a model card"),
 }

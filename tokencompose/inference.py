@@ -23,6 +23,7 @@ from tokencompose.data.processing import IMAGE_KEYS
 from tokencompose.data.shards import DecodeError, decode_sample
 from tokencompose.llm.templates import IMAGE_PLACEHOLDER
 from tokencompose.model import VLM
+from tokencompose.types import VLMBatch
 
 # What ``ask`` takes as the picture: a file path, the encoded file's bytes, or a decoded PIL image.
 ImageInput = str | Path | bytes | Image.Image
@@ -87,16 +88,9 @@ def _image_member(image: ImageInput) -> tuple[str, str, bytes]:
     return path.stem, suffix if suffix in IMAGE_KEYS else "png", path.read_bytes()
 
 
-def ask(model: VLM, image: ImageInput, question: str, max_new_tokens: int | None = None) -> Answer:
-    """The model's greedy answer to ``question`` about ``image`` (a file path, encoded bytes or a PIL image),
-    and the visual tokens of each stream.
-
-    The image goes through the data pipeline's own decoding (safe decoders, EXIF orientation, size guard) and the
-    model's ``SampleProcessor``, so the answer is the one ``predict`` gives for the same image in a shard. Object
-    masks are computed from the image when the model's object source does that (MaskInversion runs with
-    autograd); a model that reads stored masks raises ValueError saying so, a bad image ValueError naming it.
-    The model is put in eval mode and stays on its device.
-    """
+def question_batch(model: VLM, image: ImageInput, question: str) -> VLMBatch:
+    """One question about one picture -> the one-sample ``VLMBatch`` ``ask`` answers, on the model's device:
+    decoded and processed as the data pipeline does (see ``ask``; the explorer measures its cost on it)."""
     problem = stored_masks_problem(model)
     if problem:
         raise ValueError(f"ask: {problem}")
@@ -109,7 +103,20 @@ def ask(model: VLM, image: ImageInput, question: str, max_new_tokens: int | None
     except (DecodeError, BadSample) as error:
         shown = str(image) if isinstance(image, (str, Path)) else type(image).__name__
         raise ValueError(f"--image {shown!r}: {error}") from error
-    batch = move_data_to_device(transform.collator()([sample]), model.device)
+    return move_data_to_device(transform.collator()([sample]), model.device)
+
+
+def ask(model: VLM, image: ImageInput, question: str, max_new_tokens: int | None = None) -> Answer:
+    """The model's greedy answer to ``question`` about ``image`` (a file path, encoded bytes or a PIL image),
+    and the visual tokens of each stream.
+
+    The image goes through the data pipeline's own decoding (safe decoders, EXIF orientation, size guard) and the
+    model's ``SampleProcessor``, so the answer is the one ``predict`` gives for the same image in a shard. Object
+    masks are computed from the image when the model's object source does that (MaskInversion runs with
+    autograd); a model that reads stored masks raises ValueError saying so, a bad image ValueError naming it.
+    The model is put in eval mode and stays on its device.
+    """
+    batch = question_batch(model, image, question)
     model.eval()
     with torch.inference_mode(not model.needs_autograd):  # online MaskInversion needs autograd
         start = time.perf_counter()
