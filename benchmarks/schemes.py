@@ -10,6 +10,7 @@ LLaVA-Mini's published numbers to compare with: 77 % fewer FLOPs, 360 MB -> 0.6 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -24,7 +25,7 @@ from tokencompose.data.shards import decode_sample
 from tokencompose.data.synthetic import ShapesGenerator, shapes_text_tokenizer
 from tokencompose.encoders import HFCLIPEncoder
 from tokencompose.eval.cost import measure_cost
-from tokencompose.llm import CausalLM, FastV, HideBehindStream, ModalityPreFusion
+from tokencompose.llm import CausalLM, FastV, FitPrune, HideBehindStream, ModalityPreFusion
 from tokencompose.model import VLM
 from tokencompose.tokenizers import (
     CLSAttentionSelector,
@@ -44,12 +45,18 @@ SMALL = dict(vision=dict(hidden_size=256, intermediate_size=1024, num_hidden_lay
                        num_key_value_heads=16))
 
 
-def schemes(grid: int):
-    """name -> (tokenizers, extra VLM arguments). FastV's LLM is an eager-attention copy of the same weights."""
+FITPRUNE_90 = json.loads((Path(__file__).resolve().parents[1] / "recipes/schedules/fitprune_llava15_7b_90.json").read_text())["schedule"]
+
+
+def schemes(grid: int, layers: int):
+    """name -> (tokenizers, extra VLM arguments). FastV's and FitPrune's LLM is an eager-attention copy of the
+    same weights; FitPrune runs the published 90 % schedule's first ``layers`` counts."""
     return {
         "LLaVA-1.5 (all patches)": (lambda: {"patch": PatchPoolTokenizer(grid=None)}, None),
         "FastV (K=2, drop 50 %)": (lambda: {"patch": PatchPoolTokenizer(grid=None)},
                                    lambda: {"decoding": FastV(layer=2, drop_ratio=0.5), "eager": True}),
+        "FitPrune (published 90 % schedule)": (lambda: {"patch": PatchPoolTokenizer(grid=None)},
+                                               lambda: {"decoding": FitPrune(schedule=FITPRUNE_90[:layers]), "eager": True}),
         "VoCo-LLaMA (576 + 1, image hidden after)": (
             lambda: {"patch": PatchPoolTokenizer(grid=None), "voco": partial(CompressionTokens, count=1)},
             lambda: {"attention": HideBehindStream("voco")}),
@@ -100,7 +107,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     reference = None
     vicuna = type(llm.model.config)(**SIZES["7b"]["text"])
-    for name, (tokenizers, extra) in schemes(grid).items():
+    for name, (tokenizers, extra) in schemes(grid, llm.model.config.num_hidden_layers).items():
         options = extra() if extra else {}
         chosen = eager if options.pop("eager", False) else llm
         model = VLM(encoder=encoder, tokenizers=tokenizers(), llm=chosen, max_length=4096, max_new_tokens=8,

@@ -30,7 +30,7 @@ def test_help_lists_every_command_without_importing_torch():
 
 
 @pytest.mark.parametrize("argv", [["eval", "--help"], ["sweep", "--help"], ["data", "convert-llava", "--help"],
-                                  ["data", "convert-benchmark", "--help"], ["demo", "--help"]])
+                                  ["data", "convert-benchmark", "--help"], ["demo", "--help"], ["fitprune", "--help"]])
 def test_tool_help_comes_from_the_signature_and_loads_no_torch(argv):
     probe = (f"import sys; from tokencompose.cli import main\ntry: main({argv!r})\nexcept SystemExit: pass\n"
              "print('HEAVY', sorted(m for m in ('torch', 'lightning', 'transformers') if m in sys.modules))")

@@ -56,6 +56,8 @@ EXTENSIONS: dict[str, Callable[[], dict]] = {  # name -> VLM arguments that use 
                                      attention=llm_package.HideBehindStream("voco")),
     "CausalAttention": lambda: dict(attention=llm_package.CausalAttention()),
     "FastV": lambda: dict(decoding=llm_package.FastV(layer=1, drop_ratio=0.5), llm=LLM()),
+    "FitPrune": lambda: dict(decoding=llm_package.FitPrune(schedule=[2, 1]), llm=LLM()),
+    "SparseVLM": lambda: dict(decoding=llm_package.SparseVLM(budget=None, keep=[3, 2], layers=(0, 1)), llm=LLM()),
     "PlainDecoding": lambda: dict(decoding=llm_package.PlainDecoding()),
     "AverageOverBudgets": lambda: dict(tokenizers={"patch": tokenizers_package.MatryoshkaPoolTokenizer(scales=(1, 4, 64))},
                                        budget_schedule=tokenizers_package.AverageOverBudgets("patch")),

@@ -43,6 +43,8 @@ TOOLS: dict[str, Tool] = {
     "eval": Tool("tokencompose.commands.evaluation:eval_command", "a trained recipe on benchmarks: scores, predictions, server files"),
     "sweep": Tool("tokencompose.commands.evaluation:sweep_command", "one checkpoint x a grid of test-time budgets: table and plots"),
     "annotate": Tool("tokencompose.cli:annotate", "object masks + MaskInversion embeddings for shards, offline (--config RECIPE)"),
+    "fitprune": Tool("tokencompose.commands.fitprune:fitprune_command",
+                     "fit a FitPrune deletion schedule to a FLOPs budget, as a file for the recipe"),
     "demo": Tool("tokencompose.commands.demo:demo", "the main job: train two tiny schemes on synthetic shapes, compare them"),
 }
 DATA_TOOLS: dict[str, Tool] = {

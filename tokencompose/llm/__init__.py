@@ -24,10 +24,12 @@ if TYPE_CHECKING:
         SequenceTooLong,
     )
     from tokencompose.llm.fastv import FastV
+    from tokencompose.llm.fitprune import FitPrune
     from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
     from tokencompose.llm.generation import greedy_generate
     from tokencompose.llm.layers import DecoderStack
     from tokencompose.llm.prefusion import ModalityPreFusion
+    from tokencompose.llm.sparsevlm import SparseVLM
     from tokencompose.llm.templates import (
         ChatTemplate,
         HFChatTemplate,
@@ -56,11 +58,13 @@ EXPORTS = {
     "EncodedConversation": "conversation",
     "SequenceTooLong": "conversation",
     "FastV": "fastv",
+    "FitPrune": "fitprune",
     "FusedInputs": "fusion",
     "fuse_visual_tokens": "fusion",
     "greedy_generate": "generation",
     "DecoderStack": "layers",
     "ModalityPreFusion": "prefusion",
+    "SparseVLM": "sparsevlm",
     "ChatTemplate": "templates",
     "HFChatTemplate": "templates",
     "PlainTemplate": "templates",
@@ -79,6 +83,7 @@ __all__ = [
     "DecodingPolicy",
     "EncodedConversation",
     "FastV",
+    "FitPrune",
     "FusedInputs",
     "HFChatTemplate",
     "HideBehindStream",
@@ -91,6 +96,7 @@ __all__ = [
     "PlainTemplate",
     "Segment",
     "SequenceTooLong",
+    "SparseVLM",
     "Stepper",
     "TemplateMismatch",
     "TextFusion",
