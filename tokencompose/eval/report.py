@@ -43,12 +43,12 @@ def format_table(results: list[SchemeResult]) -> str:
     types = sorted({k for r in results for k in r.accuracy if k != "all"}) + ["all"]
     with_cost = all(r.cost is not None for r in results)
     header = ["scheme", "visual tokens / image (slots)", *[f"acc {t}" for t in types], "ms / sample"]
-    header += ["TTFT ms (batch 1)", "prefill MFLOPs"] if with_cost else []
+    header += ["TTFT ms (batch 1, median)", "prefill MFLOPs"] if with_cost else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         accuracy = [f"{100 * r.accuracy.get(t, float('nan')):.1f}" for t in types]
         row = [r.scheme, f"{r.mean_visual_tokens:.1f} ({r.token_slots})", *accuracy, f"{r.ms_per_sample:.2f}"]
         if with_cost:
-            row += [f"{r.cost.ttft_ms:.2f}", f"{1000 * r.cost.gflops.get('prefill', 0.0):.1f}"]
+            row += [f"{r.cost.ttft_ms.median:.2f}", f"{1000 * r.cost.gflops.get('prefill', 0.0):.1f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
