@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tokencompose.eval.runner import EvalResult, evaluate
+from tokencompose.progress import meter
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -101,12 +102,14 @@ def sweep(recipe_args: list[str], checkpoint: str | None, benchmarks: list[tuple
     points = grid_points(grid) or [{}]
     for point in points:  # every point's overrides are checked before the first prediction
         check_recipe_args([*recipe_args, *override_args(point)])
-    for point in points:
-        model = build_model(recipe_args, point, checkpoint)
-        name = "_".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items()) or "recipe"
-        results = [evaluate(model, benchmark, shards, out / name, batch_size, cost_samples if i == 0 else 0)
-                   for i, (benchmark, shards) in enumerate(benchmarks)]
-        rows.append(row(point, results, sum(model.visual_tokens_per_image().values())))
+    with meter(len(points), "sweep", unit="point") as progress:
+        for point in points:
+            model = build_model(recipe_args, point, checkpoint)
+            name = "_".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items()) or "recipe"
+            results = [evaluate(model, benchmark, shards, out / name, batch_size, cost_samples if i == 0 else 0)
+                       for i, (benchmark, shards) in enumerate(benchmarks)]
+            rows.append(row(point, results, sum(model.visual_tokens_per_image().values())))
+            progress.update(1)
     score_key = next((k for k in rows[0] if k.startswith(f"{benchmarks[0][0]}/")), "visual_tokens")
     write_outputs(rows, out, score_key)
     return rows
