@@ -2,7 +2,9 @@
 
 Part 1 — per image, K masks, T = 10 steps: time and peak memory of ``mask_inversion_direct`` (image copied per
 mask, autograd through the explainability map) and ``mask_inversion_fast`` (one forward, vmap-ed VJP),
-random ViT-B/16 (224 px) and ViT-L/14-336 encoders, and the fast/direct agreement. Each measurement runs in
+random ViT-B/16 (224 px) and ViT-L/14-336 encoders, and the fast/direct agreement; next to the measured
+speed-up, the FLOPs-ideal one (``tokencompose.masks.flops.ideal_speedup``: matrix-product FLOPs of direct over
+fast) and measured / ideal (1.0 = the fast form runs at the direct form's FLOP rate). Each measurement runs in
 its own process so peak memory is its own (CPU: max RSS; GPU: max allocated).
 Part 2 — per image: Deformable DETR (ResNet-50, 800 px), SAM box prompts (`--sam vit_b|vit_l|vit_h`),
 MaskInversion (ViT-L/14-336, K = 20), next to the LLM prefill time that 57 instead of 576 tokens saves.
@@ -27,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, sync  # noqa: E402
 
 ENCODERS = {
+    "tiny": dict(embed_dim=32, vision_cfg=dict(image_size=64, patch_size=8, width=64, layers=2, head_width=16)),  # smoke runs
     "vit_b16": dict(embed_dim=512, vision_cfg=dict(image_size=224, patch_size=16, width=768, layers=12, head_width=64)),
     "vit_l14_336": dict(embed_dim=768, vision_cfg=dict(image_size=336, patch_size=14, width=1024, layers=24, head_width=64)),
 }
@@ -49,8 +52,8 @@ def masks_for(count: int, side: int) -> torch.Tensor:
     return masks
 
 
-def measure_one(size: str, count: int, form: str, device_name: str) -> dict:
-    """Runs in a child process: one MaskInversion call, its time and peak memory."""
+def measure_one(size: str, count: int, form: str, device_name: str, settings=None) -> dict:
+    """Runs in a child process: one MaskInversion call (``settings``: default T = 10), its time and peak memory."""
     from tokencompose.masks.mask_inversion import mask_inversion_direct, mask_inversion_fast
 
     device = torch.device(device_name)
@@ -58,8 +61,8 @@ def measure_one(size: str, count: int, form: str, device_name: str) -> dict:
     side = encoder.image_size
     image = torch.randn(1, 3, side, side, device=device)
     masks = masks_for(count, side).to(device)
-    run = (lambda: mask_inversion_fast(encoder, image, masks[None])[0][0]) if form == "fast" else (
-        lambda: mask_inversion_direct(encoder, image, masks)[0])
+    run = (lambda: mask_inversion_fast(encoder, image, masks[None], settings=settings)[0][0]) if form == "fast" else (
+        lambda: mask_inversion_direct(encoder, image, masks, settings)[0])
     if device.type == "cuda":
         run()  # warm-up (kernels, allocator)
         torch.cuda.reset_peak_memory_stats()
@@ -74,8 +77,12 @@ def measure_one(size: str, count: int, form: str, device_name: str) -> dict:
 
 def part_one(args) -> None:
     print(f"## MaskInversion, direct vs fast — {machine()}, T = 10, lr 0.5, last block")
-    print("| encoder | K | direct (s) | fast (s) | speed-up | direct peak (GiB) | fast peak (GiB) | max abs diff |")
-    print("|---|---|---|---|---|---|---|---|")
+    from tokencompose.masks.flops import ViTShape, ideal_speedup, mask_inversion_flops
+    from tokencompose.masks.mask_inversion import MaskInversionSettings
+
+    print("| encoder | K | direct (s) | fast (s) | speed-up | ideal (FLOPs) | measured / ideal | direct GFLOP/s | "
+          "fast GFLOP/s | direct peak (GiB) | fast peak (GiB) | max abs diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         for count in args.ks:
             results = {}
@@ -85,7 +92,13 @@ def part_one(args) -> None:
                 results[form] = json.loads(out.stdout.strip().splitlines()[-1])
             diff = (torch.tensor(results["direct"]["embeddings"]) - torch.tensor(results["fast"]["embeddings"])).abs().max()
             d, f = results["direct"], results["fast"]
-            print(f"| {size} | {count} | {d['seconds']:.2f} | {f['seconds']:.2f} | {d['seconds'] / f['seconds']:.1f}x | "
+            measured = d["seconds"] / f["seconds"]
+            shape, settings = ViTShape.from_open_clip(**ENCODERS[size]), MaskInversionSettings()
+            ideal = ideal_speedup(shape, count, settings)
+            rates = [mask_inversion_flops(shape, count, settings, form) / results[form]["seconds"] / 1e9
+                     for form in ("direct", "fast")]
+            print(f"| {size} | {count} | {d['seconds']:.2f} | {f['seconds']:.2f} | {measured:.2f}x | {ideal:.2f}x | "
+                  f"{measured / ideal:.2f} | {rates[0]:.0f} | {rates[1]:.0f} | "
                   f"{d['peak_bytes'] / 2**30:.2f} | {f['peak_bytes'] / 2**30:.2f} | {diff:.1e} |", flush=True)
 
 

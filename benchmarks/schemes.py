@@ -25,7 +25,7 @@ from tokencompose.data.shards import decode_sample
 from tokencompose.data.synthetic import ShapesGenerator, shapes_text_tokenizer
 from tokencompose.encoders import HFCLIPEncoder
 from tokencompose.eval.cost import measure_cost
-from tokencompose.llm import CausalLM, FastV, FitPrune, HideBehindStream, ModalityPreFusion
+from tokencompose.llm import CausalLM, FastV, FitPrune, HideBehindStream, ModalityPreFusion, SparseVLM
 from tokencompose.model import VLM
 from tokencompose.tokenizers import (
     CLSAttentionSelector,
@@ -49,14 +49,17 @@ FITPRUNE_90 = json.loads((Path(__file__).resolve().parents[1] / "recipes/schedul
 
 
 def schemes(grid: int, layers: int):
-    """name -> (tokenizers, extra VLM arguments). FastV's and FitPrune's LLM is an eager-attention copy of the
-    same weights; FitPrune runs the published 90 % schedule's first ``layers`` counts."""
+    """name -> (tokenizers, extra VLM arguments). FastV's, FitPrune's and SparseVLM's LLM is an eager-attention
+    copy of the same weights; FitPrune runs the published 90 % schedule's first ``layers`` counts."""
     return {
         "LLaVA-1.5 (all patches)": (lambda: {"patch": PatchPoolTokenizer(grid=None)}, None),
         "FastV (K=2, drop 50 %)": (lambda: {"patch": PatchPoolTokenizer(grid=None)},
                                    lambda: {"decoding": FastV(layer=2, drop_ratio=0.5), "eager": True}),
         "FitPrune (published 90 % schedule)": (lambda: {"patch": PatchPoolTokenizer(grid=None)},
                                                lambda: {"decoding": FitPrune(schedule=FITPRUNE_90[:layers]), "eager": True}),
+        "SparseVLM (budget 192, cuts after 2/4/6)": (lambda: {"patch": PatchPoolTokenizer(grid=None)},
+                                                     lambda: {"decoding": SparseVLM(budget=192, layers=(2, 4, 6)),
+                                                              "eager": True}),
         "VoCo-LLaMA (576 + 1, image hidden after)": (
             lambda: {"patch": PatchPoolTokenizer(grid=None), "voco": partial(CompressionTokens, count=1)},
             lambda: {"attention": HideBehindStream("voco")}),

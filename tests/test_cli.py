@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.recipe_utils import REPO, small_data
-from tokencompose.cli import DATA_TOOLS, LIGHTNING_COMMANDS, TOOLS, main, split_recipe_args
+from tokencompose.cli import GROUPS, LIGHTNING_COMMANDS, TOOLS, main, split_recipe_args
 
 PYTHON = sys.executable
 
@@ -24,13 +24,16 @@ def test_help_lists_every_command_without_importing_torch():
     assert out.returncode == 0, out.stderr
     for command in [*LIGHTNING_COMMANDS, *TOOLS]:
         assert f"\n  {command} " in out.stdout
-    for command in DATA_TOOLS:
-        assert f"data {command}" in out.stdout
+    for group, tools in GROUPS.items():
+        for command in tools:
+            assert f"{group} {command}" in out.stdout
     assert "HEAVY []" in out.stdout
 
 
 @pytest.mark.parametrize("argv", [["eval", "--help"], ["sweep", "--help"], ["data", "convert-llava", "--help"],
-                                  ["data", "convert-benchmark", "--help"], ["demo", "--help"], ["fitprune", "--help"]])
+                                  ["data", "convert-benchmark", "--help"], ["demo", "--help"], ["fitprune", "--help"],
+                                  ["ask", "--help"], ["export", "--help"], ["recipes", "list", "--help"],
+                                  ["recipes", "copy", "--help"], ["explore", "--help"]])
 def test_tool_help_comes_from_the_signature_and_loads_no_torch(argv):
     probe = (f"import sys; from tokencompose.cli import main\ntry: main({argv!r})\nexcept SystemExit: pass\n"
              "print('HEAVY', sorted(m for m in ('torch', 'lightning', 'transformers') if m in sys.modules))")

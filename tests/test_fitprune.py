@@ -20,12 +20,14 @@ from torch.testing import assert_close
 from transformers import LlamaModel
 
 from tests.conftest import TINY_LLAMA, build_mask_llava
+from tests.pruning_utils import one_row, sharpen
 from tests.recipe_utils import REPO, small_data
 from tokencompose.cli import Tool, run_tool
 from tokencompose.data import ShardDataModule
-from tokencompose.llm import CausalLM, FitPrune, FusedInputs, PlainDecoding, greedy_generate
-from tokencompose.llm.fitprune import compact, fitprune_scores, lowest_visual
+from tokencompose.llm import CausalLM, FitPrune, PlainDecoding, greedy_generate
+from tokencompose.llm.fitprune import fitprune_scores
 from tokencompose.llm.fitprune_fit import LLMDims, fitprune_fit
+from tokencompose.llm.visual_pruning import compact, lowest_visual
 from tokencompose.recipes import model_from_args
 from tokencompose.tokenizers import PatchPoolTokenizer
 
@@ -38,16 +40,6 @@ def fitprune_model(text_tokenizer, schedule, layers=2, attn="eager", decoding=No
                    config={**TINY_LLAMA, "num_hidden_layers": layers, "attn_implementation": attn})
     return build_mask_llava(text_tokenizer, tokenizers={"patch": PatchPoolTokenizer(grid=None)}, scaler=None,
                             llm=llm, decoding=decoding or FitPrune(schedule=schedule)).eval()
-
-
-def sharpen(model, factor=8.0):
-    """Scale the queries and keys so that attention is peaked: at random initialisation it is nearly uniform,
-    and any rule would then delete by position alone."""
-    with torch.no_grad():
-        for layer in model.llm.model.model.layers:
-            layer.self_attn.q_proj.weight.mul_(factor)
-            layer.self_attn.k_proj.weight.mul_(factor)
-    return model
 
 
 # ---------------------------------------------------------------------------------------------- inference
@@ -91,13 +83,6 @@ def test_cached_and_uncached_decoding_agree(text_tokenizer, make_batch):
     assert torch.equal(runs[True][0], runs[False][0]) and len(runs[True][1]) == 5
     for cached, uncached in zip(runs[True][1], runs[False][1], strict=True):
         assert_close(cached, uncached, atol=1e-5, rtol=1e-4)
-
-
-def one_row(prompt, row):
-    """Row ``row`` of a left-padded prompt on its own, without padding."""
-    valid = prompt.attention_mask[row].bool()
-    return FusedInputs(prompt.inputs_embeds[row, valid][None], prompt.attention_mask[row, valid][None],
-                       prompt.position_ids[row, valid][None], None, visual_kind=prompt.visual_kind[row, valid][None])
 
 
 def test_a_row_gets_the_same_logits_in_any_batch(text_tokenizer, make_batch):

@@ -1,3 +1,5 @@
+import warnings
+
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
@@ -34,3 +36,17 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(synthetic_root, tm
     resumed = run(synthetic_root, 20, tmp_path / "b", ckpt_path=str(checkpoint))
     assert sorted(resumed) == list(range(16, 21))
     assert [resumed[s] for s in range(16, 21)] == [straight[s] for s in range(16, 21)]
+
+
+def test_resuming_mid_epoch_does_not_warn_that_the_loader_is_not_resumable(synthetic_root, tmp_path):
+    """Lightning (training_epoch_loop.py) warns "your dataloader is not resumable" on a mid-epoch resume unless the
+    training loader has ``state_dict``/``load_state_dict``; the data position lives there, so it must not warn."""
+    run(synthetic_root, 5, tmp_path / "a")
+    checkpoint = next((tmp_path / "a").glob("*step=5*.ckpt"))
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "batches": 5}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = run(synthetic_root, 7, tmp_path / "b", ckpt_path=str(checkpoint))
+    assert sorted(resumed) == [6, 7]
+    assert not [w for w in caught if "not resumable" in str(w.message)]

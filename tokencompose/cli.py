@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 import sys
 import typing
 from collections.abc import Callable
@@ -45,13 +46,25 @@ TOOLS: dict[str, Tool] = {
     "annotate": Tool("tokencompose.cli:annotate", "object masks + MaskInversion embeddings for shards, offline (--config RECIPE)"),
     "fitprune": Tool("tokencompose.commands.fitprune:fitprune_command",
                      "fit a FitPrune deletion schedule to a FLOPs budget, as a file for the recipe"),
+    "plan": Tool("tokencompose.commands.plan:plan_command",
+                 "what a recipe costs to train: FLOPs, memory per GPU, largest batch, GPU-hours (meta build)"),
     "demo": Tool("tokencompose.commands.demo:demo", "the main job: train two tiny schemes on synthetic shapes, compare them"),
+    "ask": Tool("tokencompose.commands.ask:ask", "one question about one image from a trained checkpoint"),
+    "explore": Tool("tokencompose.commands.explore:explore",
+                    "a web page: what a checkpoint keeps, costs and answers as its budget moves (extra `app`)"),
+    "export": Tool("tokencompose.commands.export:export_command",
+                   "a trained LLaVA-1.5-shaped checkpoint -> a Hugging Face LLaVA folder with a model card"),
 }
 DATA_TOOLS: dict[str, Tool] = {
     "convert-llava": Tool("tokencompose.commands.data:convert_llava_command", "LLaVA JSON + images -> WebDataset shards"),
     "convert-benchmark": Tool("tokencompose.commands.data:convert_benchmark_command",
                               "a benchmark's release files -> shards"),
 }
+RECIPE_TOOLS: dict[str, Tool] = {
+    "list": Tool("tokencompose.commands.recipes:list_command", "the recipes that ship with tokencompose"),
+    "copy": Tool("tokencompose.commands.recipes:copy_command", "copy a shipped recipe (NAME DEST) to edit it"),
+}
+GROUPS: dict[str, dict[str, Tool]] = {"data": DATA_TOOLS, "recipes": RECIPE_TOOLS}
 
 
 def version() -> str:
@@ -71,7 +84,8 @@ def overview() -> str:
     lines += [f"  {name:<26}{summary}" for name, summary in LIGHTNING_COMMANDS.items()]
     lines += ["", "tools:"]
     lines += [f"  {name:<26}{tool.summary}" for name, tool in TOOLS.items()]
-    lines += [f"  data {name:<21}{tool.summary}" for name, tool in DATA_TOOLS.items()]
+    lines += [f"  {group} {name:<{25 - len(group)}}{tool.summary}" for group, tools in GROUPS.items()
+              for name, tool in tools.items()]
     lines += ["", "options:", "  -h, --help                show this list and exit", "  --version                 print the version"]
     return "\n".join(lines)
 
@@ -98,6 +112,20 @@ def _list_parameters(function: Callable[..., Any]) -> set[str]:
     return {name for name, hint in hints.items() if list in (typing.get_origin(hint), *map(typing.get_origin, typing.get_args(hint)))}
 
 
+def _bool_parameters(function: Callable[..., Any]) -> set[str]:
+    return {name for name, hint in typing.get_type_hints(function).items() if hint is bool}
+
+
+def bare_flags(argv: list[str], flags: set[str]) -> list[str]:
+    """``--flag`` of a bool parameter given without a value (last, or before another option) -> ``--flag true``."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg.removeprefix("--") in flags and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+            out.append("true")
+    return out
+
+
 def run_tool(name: str, tool: Tool, argv: list[str]) -> Any:
     """Parse ``argv`` for ``tool``'s function (options repeat for list parameters: ``--benchmark a --benchmark b``)
     and call it; a function with a ``recipe`` parameter gets the recipe arguments split off first."""
@@ -108,6 +136,7 @@ def run_tool(name: str, tool: Tool, argv: list[str]) -> Any:
     recipe, own = split_recipe_args(argv) if takes_recipe else ([], argv)
     lists = _list_parameters(function) - {"recipe"}
     own = [f"{arg}+" if arg.removeprefix("--") in lists else arg for arg in own]  # repeated options append
+    own = bare_flags(own, _bool_parameters(function))  # --json as well as --json true
     summary = (inspect.getdoc(function) or "").split("\n\n")[0]
     epilog = ("The recipe is given as for `tokencompose fit`: --config RECIPE (repeatable) and inline overrides "
               "such as --model.tokenizers.patch.grid 3.") if takes_recipe else None
@@ -115,6 +144,17 @@ def run_tool(name: str, tool: Tool, argv: list[str]) -> Any:
     parser.add_function_arguments(function, as_group=False, skip={"recipe"})
     options = vars(parser.parse_args(own))
     return function(recipe=recipe, **options) if takes_recipe else function(**options)
+
+
+def _positional(tool: Tool, argv: list[str]) -> list[str]:
+    """``recipes copy NAME DEST`` as ``tune cp`` takes it: leading bare words fill the function's required
+    parameters in order (``--name NAME --destination DEST`` works too)."""
+    required = [p.name for p in inspect.signature(tool.function()).parameters.values()
+                if p.default is inspect.Parameter.empty and p.name != "recipe"]
+    words = list(itertools.takewhile(lambda a: not a.startswith("-"), argv))
+    if not words or len(words) > len(required):
+        return argv
+    return [a for name, word in zip(required[: len(words)], words, strict=True) for a in (f"--{name}", word)] + argv[len(words):]
 
 
 def annotate(recipe: list[str]) -> list[Any]:
@@ -132,7 +172,18 @@ def annotate(recipe: list[str]) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Run one command; weights that cannot be loaded end it with the error's message (the recipe key, the fetch
+    command), not a traceback."""
+    from tokencompose.hub import WeightsUnavailable
+
+    try:
+        return dispatch(sys.argv[1:] if argv is None else list(argv))
+    except WeightsUnavailable as error:
+        print(f"tokencompose: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def dispatch(argv: list[str]) -> Any:
     command = argv[0] if argv else "--help"
     if command in ("-h", "--help"):
         print(overview())
@@ -150,12 +201,12 @@ def main(argv: list[str] | None = None) -> Any:
         return AnnotateCLI(args=argv[1:])  # LightningCLI's own help for the annotate job
     if command in TOOLS:
         return run_tool(command, TOOLS[command], argv[1:])
-    if command == "data":
-        sub = argv[1] if len(argv) > 1 else "--help"
-        if sub in DATA_TOOLS:
-            return run_tool(f"data {sub}", DATA_TOOLS[sub], argv[2:])
-        lines = [f"  data {name:<21}{tool.summary}" for name, tool in DATA_TOOLS.items()]
-        print("usage: tokencompose data <command> [options]\n\n" + "\n".join(lines))
+    if command in GROUPS:
+        tools, sub = GROUPS[command], argv[1] if len(argv) > 1 else "--help"
+        if sub in tools:
+            return run_tool(f"{command} {sub}", tools[sub], _positional(tools[sub], argv[2:]))
+        lines = [f"  {command} {name:<{25 - len(command)}}{tool.summary}" for name, tool in tools.items()]
+        print(f"usage: tokencompose {command} <command> [options]\n\n" + "\n".join(lines))
         return None if sub in ("-h", "--help") else sys.exit(2)
     print(f"tokencompose: unknown command {command!r}\n\n{overview()}", file=sys.stderr)
     sys.exit(2)

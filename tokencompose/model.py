@@ -45,6 +45,7 @@ from tokencompose.llm.fusion import FusedInputs, fuse_visual_tokens
 from tokencompose.llm.generation import greedy_generate
 from tokencompose.llm.templates import ChatTemplate, VicunaV1Template
 from tokencompose.masks.base import GivenObjects, ObjectSource
+from tokencompose.model_configs import in_meta_build
 from tokencompose.optimization import NonFiniteGuard, Optimization, warmup_cosine
 from tokencompose.parts import Parts
 from tokencompose.profiling import StageProfiler, stage
@@ -55,6 +56,8 @@ from tokencompose.types import EncoderRequest, ObjectMasks, ObjectRequirements, 
 
 # What a recipe gives for a text fusion whose layers are built from the LLM (its class and options).
 TextFusionFactory = Callable[[CausalLM], TextFusion]
+# Where a checkpoint keeps the recipe (the YAML of its `model:` section) its model was built from.
+RECIPE_KEY = "tokencompose_recipe"
 
 
 def normalise_answer(text: str) -> str:
@@ -90,6 +93,7 @@ class VLM(L.LightningModule):
         init_weights: a checkpoint whose matching tensors initialise this model (e.g. stage 1's projector
             for stage 2); unlike ``--ckpt_path`` it does not resume optimiser or step. Every tensor it skips
             (shape mismatch, unknown, missing) is logged; ``init_strict_shapes`` makes a shape mismatch an error.
+            A meta build (``model_configs.meta_build``) has no weights to initialise and does not read it.
     """
 
     def __init__(
@@ -135,7 +139,8 @@ class VLM(L.LightningModule):
         self.check_parts()
         self.val_accuracy, self.test_accuracy = MeanMetric(), MeanMetric()
         self._guard = NonFiniteGuard(self.optimization.max_nonfinite_steps)
-        if init_weights is not None:
+        self.recipe: str | None = None  # set by the recipe parser (tokencompose.recipes); saved in checkpoints
+        if init_weights is not None and not in_meta_build():
             load_weights(self, init_weights, strict_shapes=init_strict_shapes)
 
     # ------------------------------------------------------------------ build-time checks
@@ -179,6 +184,11 @@ class VLM(L.LightningModule):
         return problems
 
     # ------------------------------------------------------------------ composition
+    def fsdp_unit_classes(self) -> frozenset[type[nn.Module]]:
+        """What ``strategies.fsdp(wrap="auto")`` shards (and checkpoints) as one unit each: the LLM's decoder
+        layer class (LLaVA-Mini's pre-fusion layers are of that class too). The rest is the root unit."""
+        return self.llm.decoder_layer_classes()
+
     def part_names(self) -> list[str]:
         """The model's parts (its child modules with parameters): the keys of ``optimization.learning_rates``."""
         return [name for name, module in self.named_children() if any(True for _ in module.parameters())]
@@ -291,6 +301,11 @@ class VLM(L.LightningModule):
         )
         return self.attention(fused, visual.kinds)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints describe themselves: the recipe of the model, rebuilt by ``tokencompose.load(path)``."""
+        if self.recipe is not None:
+            checkpoint[RECIPE_KEY] = self.recipe
+
     # ------------------------------------------------------------------ steps
     def forward(self, batch: VLMBatch, visual: VisualSequence | None = None) -> tuple[Tensor, Tensor]:
         """VLMBatch (+ its images already encoded) -> (logits (B, L, V), loss)."""
@@ -340,17 +355,12 @@ class VLM(L.LightningModule):
         visual_counts = ((prompt.visual_kind >= 0) & prompt.attention_mask.bool()).sum(1)  # (B,) tokens the LLM sees
         predictions = self.answer(prompt)
         seconds = (time.perf_counter() - start) / len(batch)
+        questions = batch.questions if batch.questions is not None else [""] * len(batch)
         return [
-            {
-                "key": key,
-                "question_type": qtype,
-                "prediction": prediction,
-                "answer": answer,
-                "visual_tokens": int(n),
-                "seconds": seconds,
-            }
-            for key, qtype, prediction, answer, n in zip(
-                batch.keys, batch.question_types, predictions, batch.answers, visual_counts.tolist(), strict=True
+            {"key": key, "question": question, "question_type": qtype, "prediction": prediction, "answer": answer,
+             "visual_tokens": int(n), "seconds": seconds}
+            for key, question, qtype, prediction, answer, n in zip(
+                batch.keys, questions, batch.question_types, predictions, batch.answers, visual_counts.tolist(), strict=True
             )
         ]
 

@@ -150,7 +150,8 @@ class VLMBatch:
     attention_mask: (B, T).
     prompt_ids:     (B, Tp) left-padded prompts without the final answer, for generation; prompt_mask (B, Tp).
     objects:        masks that came with the images (one row per image), or None.
-    answers, keys, question_types: per sample, for evaluation.
+    answers, keys, question_types: per sample, for evaluation; questions: the last question of each (no
+                    ``<image>``), for prediction files (None when the batch was built without them).
     images_per_sample: (B,) long; None means exactly one image per sample.
     """
 
@@ -165,6 +166,7 @@ class VLMBatch:
     keys: list[str]
     question_types: list[str]
     images_per_sample: Tensor | None = None
+    questions: list[str] | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]

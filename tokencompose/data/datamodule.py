@@ -233,7 +233,12 @@ class ShardDataModule(L.LightningDataModule):
             group_by_modality_length=self.group_by_modality_length and training,
             counts=shards.counts, even_ranks=even,
         )
-        return EpochLoader(stream, num_workers=self.num_workers, collate_fn=self._transform().collator())
+        position = self._position if training and self.trainer is not None else None
+        return EpochLoader(stream, position, num_workers=self.num_workers, collate_fn=self._transform().collator())
+
+    def _position(self) -> tuple[int, int]:
+        """Where training is in the data: the epoch and how many of its batches were trained on."""
+        return self.trainer.current_epoch, self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> EpochLoader:
         self._train_loader = self._loader("train", shuffle=True, mode=self.train_mode)
@@ -251,13 +256,8 @@ class ShardDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> EpochLoader:
         return self._loader("predict", shuffle=False)
 
-    # Data position for exact resume: the epoch and how many of its batches were trained on.
-    def state_dict(self) -> dict[str, Any]:
-        if self.trainer is None:
-            return {}
-        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": self.trainer.current_epoch, "batches": progress.processed}
-
+    # The data position is the training loader's state (``EpochLoader.state_dict``, saved by Lightning's fit loop).
+    # Checkpoints written before kept it here, under the data module's name: they still resume exactly.
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self._resume = (int(state["epoch"]), int(state["batches"]))

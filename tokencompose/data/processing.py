@@ -115,7 +115,8 @@ class ProcessedSample:
 
     pixels (M, 3, S, S): the sample's images in placeholder order (M = 0 for text-only); masks (K, S, S) bool of
     its first image, scores (K,), embeddings (K, De) or None; ids and labels of the training text, prompt ids of
-    the generation prompt (without the last answer); the last answer and the question type, for evaluation.
+    the generation prompt (without the last answer); the last answer, the question before it (without the image
+    placeholder) and the question type, for evaluation and prediction files.
     """
 
     key: str
@@ -128,6 +129,7 @@ class ProcessedSample:
     prompt_ids: list[int]
     answer: str
     question_type: str
+    question: str = ""
 
     @property
     def has_image(self) -> bool:
@@ -181,7 +183,14 @@ class SampleProcessor:
             prompt_ids=prompt.input_ids,
             answer=conversation[-1]["value"] if conversation[-1]["from"] == "gpt" else "",
             question_type=record.get("question_type", "unknown"),
+            question=last_question(conversation),
         )
+
+
+def last_question(conversation: list[dict[str, str]]) -> str:
+    """The last human turn's text, without the image placeholder (what a prediction file shows as the question)."""
+    human = [turn["value"] for turn in conversation if turn["from"] == ROLES[0]]
+    return human[-1].replace(IMAGE_PLACEHOLDER, "").strip() if human else ""
 
 
 def _pad(rows: list[list[int]], value: int, left: bool) -> tuple[Tensor, Tensor]:
@@ -242,4 +251,5 @@ class Collator:
             keys=[s.key for s in samples],
             question_types=[s.question_type for s in samples],
             images_per_sample=torch.tensor([s.pixels.shape[0] for s in samples], dtype=torch.long),
+            questions=[s.question for s in samples],
         )

@@ -274,16 +274,34 @@ class EpochLoader(DataLoader):
     """A DataLoader over a ``ShardStream`` that starts each pass with the next epoch's shuffle; the first pass
     can resume mid-epoch (``resume(epoch, batches)``). Bad-sample totals of each pass are logged at its end
     (one line) and kept in ``skipped``. A whole pass without a batch, on a rank that has shards, raises
-    ``NoSamples``."""
+    ``NoSamples``.
 
-    def __init__(self, dataset: ShardStream, **kwargs: Any) -> None:
+    It is resumable as Lightning expects of a loader (``state_dict`` / ``load_state_dict``, kept in the
+    checkpoint by the fit loop): the state is ``position()`` — the epoch and how many of its batches were trained
+    on, which the data module reads from the trainer (the loader itself cannot count them: the trainer fetches
+    ahead).
+    """
+
+    def __init__(self, dataset: ShardStream, position: Callable[[], tuple[int, int]] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(dataset, batch_size=dataset.batch_size, **kwargs)
         self.next_epoch = 0
         self.pending_skip = 0
         self.skipped: Counter[str] = Counter()
+        self.position = position
 
     def resume(self, epoch: int, batches: int) -> None:
         self.next_epoch, self.pending_skip = epoch, batches
+
+    def state_dict(self) -> dict[str, int]:
+        if self.position is None:
+            return {}
+        epoch, batches = self.position()
+        return {"epoch": epoch, "batches": batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self.resume(int(state["epoch"]), int(state["batches"]))
 
     def __iter__(self) -> Any:
         stream: ShardStream = self.dataset

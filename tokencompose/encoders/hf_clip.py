@@ -7,10 +7,12 @@ from typing import Any
 import torch
 from einops import rearrange
 from torch import Tensor
-from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
+from transformers import CLIPConfig, CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.encoders.positions import resample_grid_positions
+from tokencompose.hub import from_pretrained
+from tokencompose.model_configs import in_meta_build, published_config
 from tokencompose.types import EncoderOutput, EncoderRequest
 
 
@@ -18,7 +20,8 @@ class HFCLIPEncoder(VisionEncoder):
     """A Hugging Face CLIP vision tower behind the ``VisionEncoder`` interface.
 
     Args:
-        name_or_path: a hub name or a local directory written by ``save_pretrained`` (real weights).
+        name_or_path: a hub name or a local directory written by ``save_pretrained`` (real weights); inside
+            ``model_configs.meta_build()`` the shipped configuration of that name, on the meta device.
         config: a ``CLIPVisionConfig`` as a dict, for random weights (tiny test models); exclusive with
             ``name_or_path``.
         with_projection: use ``CLIPVisionModelWithProjection`` so ``embedding`` is the projected CLIP image
@@ -46,8 +49,10 @@ class HFCLIPEncoder(VisionEncoder):
         if (name_or_path is None) == (config is None):
             raise ValueError("HFCLIPEncoder: give exactly one of `name_or_path` (real weights) or `config` (random)")
         model_cls = CLIPVisionModelWithProjection if with_projection else CLIPVisionModel
-        if name_or_path is not None:
-            self.model = model_cls.from_pretrained(name_or_path)
+        if name_or_path is not None and not in_meta_build():
+            self.model = from_pretrained("HFCLIPEncoder", name_or_path, model_cls.from_pretrained)
+        elif name_or_path is not None:  # the published architecture, no weights
+            self.model = model_cls(CLIPConfig(**published_config(name_or_path)).vision_config)
         else:
             self.model = model_cls(CLIPVisionConfig(**config))
         cfg: CLIPVisionConfig = self.model.config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import open_clip
@@ -13,7 +14,34 @@ from torch.nn import functional as F
 
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.encoders.positions import resample_grid_positions
+from tokencompose.hub import WeightsUnavailable, check_access, hub_fetch_command, unavailable_as_error
+from tokencompose.model_configs import in_meta_build
 from tokencompose.types import EncoderOutput, EncoderRequest
+
+
+def _create_pretrained(model_name: str, pretrained: str | None) -> open_clip.CLIP:
+    """``open_clip.create_model`` with the weights' hub repo checked first (``hub.check_access``), so a missing
+    or unreachable one fails at once, naming the recipe's value and the repo to fetch."""
+    if model_name.startswith("hf-hub:"):
+        value, repo = model_name, model_name.removeprefix("hf-hub:")
+    elif pretrained is not None and not Path(pretrained).expanduser().exists():
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        hub = open_clip.get_pretrained_cfg(model_name, pretrained).get("hf_hub", "")
+        if not hub and pretrained not in tags:
+            raise WeightsUnavailable("OpenCLIPEncoder", pretrained, f"neither a file nor a pretrained tag of "
+                                     f"{model_name} (tags: {tags})", "a local checkpoint file, or one of the tags", hub=False)
+        value, repo = pretrained, "/".join(hub.split("/")[:2]) or None  # a tag with only a URL: open_clip fetches it
+    else:
+        value, repo = pretrained or model_name, None
+    if repo is not None:
+        try:
+            check_access("OpenCLIPEncoder", repo)
+        except WeightsUnavailable as error:
+            raise WeightsUnavailable("OpenCLIPEncoder", value, f"its weights are the hub's {repo}: {error.reason}",
+                                     error.fetch) from None
+    fetch = hub_fetch_command(repo) if repo else "the checkpoint file `pretrained` names (or a pretrained tag)"
+    with unavailable_as_error("OpenCLIPEncoder", value, fetch, hub=repo is not None):
+        return open_clip.create_model(model_name, pretrained=pretrained, weights_only=True)
 
 
 class OpenCLIPEncoder(VisionEncoder):
@@ -45,7 +73,10 @@ class OpenCLIPEncoder(VisionEncoder):
         if (model_name is None) == (config is None):
             raise ValueError("OpenCLIPEncoder: give exactly one of `model_name` (real weights) or `config` (random)")
         if model_name is not None:
-            clip = open_clip.create_model(model_name, pretrained=pretrained, weights_only=True)
+            if in_meta_build():  # no weights: open_clip's own architecture table is the published configuration
+                clip = open_clip.create_model(model_name, pretrained=None)
+            else:
+                clip = _create_pretrained(model_name, pretrained)
         else:
             clip = open_clip.CLIP(**config)
         self.visual = clip.visual  # the text tower is not needed and is dropped here

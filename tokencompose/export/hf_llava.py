@@ -150,7 +150,8 @@ def _feature_strategy(vlm: VLM) -> FeatureStrategy | None:
     return None
 
 
-def _llava_shape_problems(vlm: VLM, chat_template: str | None) -> list[str]:
+def export_problems(vlm: VLM, chat_template: str | None = None) -> list[str]:
+    """What in ``vlm`` has no Hugging Face LLaVA equivalent, each naming the part (empty: it exports)."""
     problems = []
     if not isinstance(vlm.encoder, HFCLIPEncoder):
         problems.append(f"encoder is {type(vlm.encoder).__name__} (need HFCLIPEncoder)")
@@ -223,7 +224,7 @@ def save_hf_llava(vlm: VLM, path: str, chat_template: str | None = None) -> Llav
     rows: deterministic, and the ``<image>`` logit is then the mean of the other logits, so it cannot be the
     greedy choice (the input row is never read: HF LLaVA replaces ``<image>`` positions with visual features).
     """
-    problems = _llava_shape_problems(vlm, chat_template)
+    problems = export_problems(vlm, chat_template)
     if problems:
         raise ValueError("this composition has no Hugging Face LLaVA equivalent: " + "; ".join(problems))
     strategy = _feature_strategy(vlm)

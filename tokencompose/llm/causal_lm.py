@@ -8,10 +8,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from tokencompose.hub import from_pretrained
 from tokencompose.llm.conversation import IGNORE_INDEX
+from tokencompose.model_configs import in_meta_build, published_config
 
 
 @dataclass
@@ -39,7 +41,8 @@ class CausalLM(L.LightningModule):
 
     Args:
         text_tokenizer: the LLM's text tokenizer (recipes build it with ``load_text_tokenizer``).
-        name_or_path: hub name or local ``save_pretrained`` directory (real weights).
+        name_or_path: hub name or local ``save_pretrained`` directory (real weights); inside
+            ``model_configs.meta_build()`` the shipped configuration of that name, in ``dtype``, on the meta device.
         config: a model config as a dict with ``model_type`` (random weights); ``vocab_size`` defaults to the
             text tokenizer's length. Exclusive with ``name_or_path``.
         freeze: keep the LLM's own weights fixed (LLaVA stage 1); LoRA adapters still train.
@@ -67,13 +70,14 @@ class CausalLM(L.LightningModule):
         if (name_or_path is None) == (config is None):
             raise ValueError("CausalLM: give exactly one of `name_or_path` (real weights) or `config` (random)")
         self.text_tokenizer = text_tokenizer
-        if name_or_path is not None:
-            model = AutoModelForCausalLM.from_pretrained(
-                name_or_path, dtype=getattr(torch, dtype) if dtype else None, trust_remote_code=trust_remote_code,
-                attn_implementation=attn_implementation,
+        published = name_or_path is not None and in_meta_build()  # the architecture only, no weights
+        if name_or_path is not None and not published:
+            model = from_pretrained(
+                "CausalLM", name_or_path, AutoModelForCausalLM.from_pretrained, dtype=getattr(torch, dtype) if dtype else None,
+                trust_remote_code=trust_remote_code, attn_implementation=attn_implementation,
             )
         else:
-            config = dict(config)
+            config = dict(published_config(name_or_path) if published else config)
             if "model_type" not in config:
                 raise ValueError("CausalLM: `config` needs a `model_type` (e.g. 'llama')")
             config.setdefault("vocab_size", len(text_tokenizer))
@@ -82,7 +86,8 @@ class CausalLM(L.LightningModule):
             config.setdefault("eos_token_id", text_tokenizer.eos_token_id)
             if attn_implementation is not None:
                 config["attn_implementation"] = attn_implementation
-            model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+            weight_dtype = getattr(torch, dtype) if dtype and published else None  # as from_pretrained would
+            model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=weight_dtype)
         vocab = model.get_input_embeddings().num_embeddings
         if len(text_tokenizer) > vocab:
             raise ValueError(
@@ -106,6 +111,23 @@ class CausalLM(L.LightningModule):
     @property
     def hidden_size(self) -> int:
         return self.model.get_input_embeddings().embedding_dim
+
+    def decoder_layers(self) -> nn.ModuleList:
+        """The transformer's decoder layers (under a LoRA wrapper, if any): LLaMA-style models keep them in
+        ``get_decoder().layers``; another layout is an error naming what to do."""
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        decoder = model.get_decoder()
+        layers = getattr(decoder, "layers", None)
+        if not isinstance(layers, nn.ModuleList) or not len(layers):
+            raise ValueError(
+                f"CausalLM: {type(decoder).__name__} keeps no decoder layers in `layers`; name the FSDP units "
+                "explicitly (trainer.strategy.init_args.wrap: [package.module.DecoderLayer])"
+            )
+        return layers
+
+    def decoder_layer_classes(self) -> frozenset[type[nn.Module]]:
+        """The classes of the decoder layers built (the FSDP units of a sharded run)."""
+        return frozenset(type(layer) for layer in self.decoder_layers())
 
     def embed(self, input_ids: Tensor) -> Tensor:
         """(B, T) long -> (B, T, D). Negative ids (image placeholders) embed as the pad row; fusion overwrites them."""

@@ -21,6 +21,7 @@ from tokencompose.llm.base import DecodingPolicy
 from tokencompose.llm.causal_lm import CausalLM
 from tokencompose.llm.fusion import FusedInputs
 from tokencompose.llm.layers import DecoderStack, stack_problems
+from tokencompose.llm.visual_pruning import compact, lowest_visual
 from tokencompose.parts import Parts
 
 
@@ -44,11 +45,7 @@ class FastV(DecodingPolicy):
         self.rerank_each_step = rerank_each_step
 
     def problems(self, parts: Parts) -> list[str]:
-        problems = stack_problems(parts.llm, "FastV")
-        if parts.attention.changes_mask:
-            problems.append(f"FastV runs the LLM's layers with a causal mask and cannot honour "
-                            f"{type(parts.attention).__name__}'s attention (model.attention)")
-        return problems
+        return stack_problems(parts.llm, "FastV", parts.attention)
 
     def stepper(self, lm: CausalLM, prompt: FusedInputs, use_cache: bool) -> FastVStepper:
         return FastVStepper(self, lm, prompt, use_cache and not self.rerank_each_step)
@@ -62,20 +59,18 @@ class FastV(DecodingPolicy):
         down, as the official KV-cache variant's ``topk(int(576 * ratio))``)."""
         return int(visual_tokens * (1.0 - self.drop_ratio))
 
-    def keep_index(self, attention: Tensor, valid: Tensor, visual: Tensor) -> Tensor:
-        """Layer K-1 attention (B, H, L, L), valid (B, L), visual (B, L) bool -> kept positions (B, L'), in order.
+    def keep_index(self, attention: Tensor, valid: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
+        """Layer K-1 attention (B, H, L, L), valid (B, L), visual (B, L) bool -> (kept positions (B, L') in
+        order, their validity (B, L')).
 
-        Rows have the same number of positions dropped, N - kept_count(N) for the largest visual count N in the
-        batch; a row with fewer visual tokens gives up its padding first.
+        Each row drops its own N_row - kept_count(N_row) lowest-ranked visual tokens, as it would alone; a row
+        that drops more than another keeps its extra drops in place, masked out (``compact``), so padding and
+        the other rows of a batch never change what a row keeps.
         """
         score = attention[:, :, -1].float().mean(1)  # the last token's row, mean over heads
-        most = int(visual.sum(1).max())
-        drop = most - self.kept_count(most)
-        droppable = (~valid.bool()) | visual
-        if int(droppable.sum(1).min()) < drop:
-            raise ValueError("FastV: a row has fewer visual or padding positions than the number to drop")
-        ranked = torch.where(visual, score, torch.inf).masked_fill(~valid.bool(), -torch.inf)
-        return ranked.topk(valid.shape[1] - drop, dim=1).indices.sort(dim=1).values
+        counts = visual.sum(1).tolist()
+        drops = torch.tensor([n - self.kept_count(n) for n in counts], device=visual.device)[:, None]  # (B, 1)
+        return compact(lowest_visual(score, visual, drops), valid.bool())
 
 
 class FastVStepper:
@@ -90,7 +85,8 @@ class FastVStepper:
         self.embeds, self.positions = prompt.inputs_embeds, prompt.position_ids
         self.valid = prompt.attention_mask.bool()
         self.visual = (prompt.visual_kind >= 0) & self.valid if prompt.visual_kind is not None else torch.zeros_like(self.valid)
-        self.keep: Tensor | None = None
+        self.keep: Tensor | None = None  # (B, L') the prompt positions kept after layer K, and their validity
+        self.keep_valid: Tensor | None = None
         self.cache = DynamicCache() if use_cache else None
 
     def _run(self, x: Tensor, positions: Tensor, valid: Tensor, layers: range, queries: int) -> Tensor:
@@ -102,16 +98,19 @@ class FastVStepper:
         with self.stack.attention_of(k - 1) as captured:
             x = self._run(self.embeds, self.positions, self.valid, range(k), self.embeds.shape[1])
         if self.fastv.rerank_each_step:  # the newest token's attention over the whole sequence (B, H, L, L)
-            self.keep = keep = self.fastv.keep_index(captured[-1], self.valid, self.visual)
+            keep, valid = self.fastv.keep_index(captured[-1], self.valid, self.visual)
+            self.keep = keep
         else:
             if self.keep is None:
                 prompt = self.prompt.inputs_embeds.shape[1]
-                self.keep = self.fastv.keep_index(captured[-1], self.valid[:, :prompt], self.visual[:, :prompt])
+                self.keep, self.keep_valid = self.fastv.keep_index(captured[-1], self.valid[:, :prompt],
+                                                                   self.visual[:, :prompt])
             grown = self.embeds.shape[1] - self.prompt.inputs_embeds.shape[1]  # generated tokens are always kept
             keep = torch.cat([self.keep, torch.arange(self.prompt.inputs_embeds.shape[1], self.embeds.shape[1],
                                                       device=x.device).expand(x.shape[0], grown)], dim=1)
+            valid = torch.cat([self.keep_valid, torch.ones_like(self.keep_valid[:, :1]).expand(-1, grown)], dim=1)
         x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
-        positions, valid = self.positions.gather(1, keep), self.valid.gather(1, keep)
+        positions = self.positions.gather(1, keep)
         self.kept_valid = valid
         x = self._run(x, positions, valid, range(k, len(self.stack)), x.shape[1])
         return self.stack.logits(x)

@@ -33,6 +33,7 @@ from tokencompose.llm.base import DecodingPolicy
 from tokencompose.llm.causal_lm import CausalLM
 from tokencompose.llm.fusion import FusedInputs
 from tokencompose.llm.layers import DecoderStack, base_model, stack_problems
+from tokencompose.llm.visual_pruning import compact, lowest_visual
 from tokencompose.parts import Parts
 
 
@@ -67,26 +68,6 @@ def fitprune_scores(attention: Tensor, visual: Tensor, text: Tensor) -> Tensor:
     return cross * (a * visual[..., None]).sum(1) / n_visual
 
 
-def lowest_visual(score: Tensor, visual: Tensor, count: int) -> Tensor:
-    """score (B, L), visual (B, L) bool -> (B, L) bool: each row's min(count, n_visual) lowest-scoring visual
-    positions (ties: the earlier position first)."""
-    ranked = score.masked_fill(~visual, torch.inf)
-    order = ranked.argsort(dim=1, stable=True)  # (B, L) ascending: visual positions first
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
-    return rank < visual.sum(1, keepdim=True).clamp(max=count)
-
-
-def compact(dropped: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-    """dropped, valid (B, L) bool -> (kept positions (B, L'), their validity (B, L')). Every row gives up as many
-    positions as the row that drops fewest; what a row drops beyond that stays in place, masked out."""
-    batch, length = dropped.shape
-    common = int(dropped.sum(1).min())
-    removed = dropped & (dropped.cumsum(1) <= common)  # (B, L): exactly `common` per row
-    positions = torch.arange(length, device=dropped.device).expand(batch, length)
-    keep = positions[~removed].view(batch, length - common)  # row-major: each row's kept positions in order
-    return keep, (valid & ~dropped).gather(1, keep)
-
-
 class FitPrune(DecodingPolicy):
     """Delete ``schedule[l]`` visual tokens after LLM layer l's attention (the lowest by FitPrune's score).
 
@@ -111,10 +92,7 @@ class FitPrune(DecodingPolicy):
         self.schedule: list[int] = list(counts)
 
     def problems(self, parts: Parts) -> list[str]:
-        problems = stack_problems(parts.llm, "FitPrune")
-        if parts.attention.changes_mask:
-            problems.append(f"FitPrune runs the LLM's layers with a causal mask and cannot honour "
-                            f"{type(parts.attention).__name__}'s attention (model.attention)")
+        problems = stack_problems(parts.llm, "FitPrune", parts.attention)
         layers = base_model(parts.llm).config.num_hidden_layers
         if len(self.schedule) != layers:
             problems.append(f"{self.source}: {len(self.schedule)} per-layer counts, but the LLM (model.llm) has "

@@ -290,10 +290,7 @@ def fitprune_fit(recipe: list[str], out: str, budget: float, shards: str, ckpt_p
         raise ValueError(f"fitprune: budget={budget}; must be in (0, 1): the fraction of the visual tokens' LLM FLOPs "
                          "to keep (0.1 for the official 90 % reduction)")
     model = model_from_args([*recipe, "--model.decoding", "null"], ckpt_path)
-    problems = stack_problems(model.llm, "fitprune")
-    if model.attention.changes_mask:
-        problems.append(f"fitprune runs the LLM with a causal mask; the recipe's {type(model.attention).__name__} "
-                        "(model.attention) changes it")
+    problems = stack_problems(model.llm, "fitprune", model.attention)
     if problems:
         raise ValueError("fitprune: " + "; ".join(problems))
     model = model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()

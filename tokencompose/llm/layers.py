@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from tokencompose.llm.base import AttentionPolicy
 from tokencompose.llm.causal_lm import CausalLM
 
 
@@ -32,8 +33,10 @@ def base_model(lm: CausalLM) -> nn.Module:
     return lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
 
 
-def stack_problems(lm: CausalLM, who: str, needs_attention: bool = True) -> list[str]:
-    """What a policy that runs the layers itself needs from the LLM: LLaMA-style layers, eager attention."""
+def stack_problems(lm: CausalLM, who: str, attention: AttentionPolicy | None = None,
+                   needs_attention: bool = True) -> list[str]:
+    """What a policy that runs the layers itself needs: LLaMA-style layers, eager attention, and (given the
+    model's attention policy) a plain causal mask, which is all ``DecoderStack.run`` applies."""
     model = base_model(lm)
     decoder = model.get_decoder()
     problems = []
@@ -43,6 +46,9 @@ def stack_problems(lm: CausalLM, who: str, needs_attention: bool = True) -> list
     if needs_attention and model.config._attn_implementation != "eager":
         problems.append(f"{who} reads attention weights: build the LLM with `attn_implementation: eager` "
                         f"(model.llm.init_args.attn_implementation; it is {model.config._attn_implementation!r})")
+    if attention is not None and attention.changes_mask:
+        problems.append(f"{who} runs the LLM's layers with a causal mask and cannot honour "
+                        f"{type(attention).__name__}'s attention (model.attention)")
     return problems
 
 

@@ -227,10 +227,7 @@ class SparseVLM(DecodingPolicy):
         return sum(self.visual_counts(visual_tokens, layers)) / (layers * max(1, visual_tokens))
 
     def problems(self, parts: Parts) -> list[str]:
-        problems = stack_problems(parts.llm, "SparseVLM")
-        if parts.attention.changes_mask:
-            problems.append(f"SparseVLM runs the LLM's layers with a causal mask and cannot honour "
-                            f"{type(parts.attention).__name__}'s attention (model.attention)")
+        problems = stack_problems(parts.llm, "SparseVLM", parts.attention)
         depth = base_model(parts.llm).config.num_hidden_layers
         if self.layers and self.layers[-1] >= depth:
             problems.append(f"layers={list(self.layers)}: the LLM has {depth} layers (indices 0..{depth - 1})")

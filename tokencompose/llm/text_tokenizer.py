@@ -5,6 +5,9 @@ from __future__ import annotations
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.tokenization_utils_sentencepiece import SPIECE_UNDERLINE, SentencePieceBackend
 
+from tokencompose.hub import from_pretrained
+from tokencompose.model_configs import in_meta_build, stand_in_text_tokenizer
+
 
 def _with_pad(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
@@ -18,9 +21,13 @@ def load_text_tokenizer(
     """A Hugging Face tokenizer by hub name or local path, with a pad token (LLaVA pads with ``unk``).
 
     Under transformers 5 a Llama folder loads as the ``tokenizers`` BPE even with ``use_fast=False``; for the
-    SentencePiece tokenizer LLaVA trained with, use ``load_sentencepiece_llama_tokenizer``.
+    SentencePiece tokenizer LLaVA trained with, use ``load_sentencepiece_llama_tokenizer``. Inside
+    ``model_configs.meta_build()``: ``stand_in_text_tokenizer(name_or_path)`` (the published size and special ids).
     """
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=use_fast, trust_remote_code=trust_remote_code)
+    if in_meta_build():
+        return _with_pad(stand_in_text_tokenizer(name_or_path))
+    tokenizer = from_pretrained("load_text_tokenizer", name_or_path, AutoTokenizer.from_pretrained, use_fast=use_fast,
+                                trust_remote_code=trust_remote_code)
     return _with_pad(tokenizer)
 
 
@@ -88,5 +95,8 @@ class SentencePieceLlamaTokenizer(SentencePieceBackend):
 
 def load_sentencepiece_llama_tokenizer(name_or_path: str) -> SentencePieceLlamaTokenizer:
     """``SentencePieceLlamaTokenizer`` from a folder with ``tokenizer.model`` (and ``tokenizer_config.json``:
-    ``legacy``, special tokens), with a pad token (LLaVA pads with ``unk``)."""
-    return _with_pad(SentencePieceLlamaTokenizer.from_pretrained(name_or_path))
+    ``legacy``, special tokens), with a pad token (LLaVA pads with ``unk``); inside ``meta_build()`` the stand-in."""
+    if in_meta_build():
+        return _with_pad(stand_in_text_tokenizer(name_or_path))
+    return _with_pad(from_pretrained("load_sentencepiece_llama_tokenizer", name_or_path,
+                                     SentencePieceLlamaTokenizer.from_pretrained))

@@ -10,8 +10,10 @@ from segment_anything import SamPredictor
 from torch import Tensor
 from transformers import DeformableDetrConfig, DeformableDetrForObjectDetection
 
+from tokencompose.hub import from_pretrained
 from tokencompose.masks.proposer import MaskPostprocess, MaskProposer
 from tokencompose.masks.sam import build_sam
+from tokencompose.model_configs import in_meta_build, published_config
 from tokencompose.types import ObjectMasks
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,6 +32,7 @@ class DetrSamProposer(MaskProposer):
     Args:
         detector: hub name or local path of a ``DeformableDetrForObjectDetection``; or ``detector_config``
             (a ``DeformableDetrConfig`` dict) for random weights. A class-agnostic checkpoint works as is.
+            Inside ``model_configs.meta_build()`` a ``detector`` name builds its shipped configuration on meta.
         sam_variant / sam_checkpoint: a published SAM ('vit_h' + ``sam_vit_h_4b8939.pth``); or ``sam_config``.
         num_boxes: K, boxes kept per image (oversample for training, cut later by the tokenizer).
         detector_size: side the detector sees (the image is resized; DETR was trained around 800).
@@ -50,10 +53,12 @@ class DetrSamProposer(MaskProposer):
         super().__init__(postprocess)
         if (detector is None) == (detector_config is None):
             raise ValueError("DetrSamProposer: give exactly one of `detector` (checkpoint) or `detector_config`")
-        if detector is not None:
-            self.detector = DeformableDetrForObjectDetection.from_pretrained(detector)
+        if detector is not None and not in_meta_build():
+            self.detector = from_pretrained("DetrSamProposer (detector)", detector,
+                                            DeformableDetrForObjectDetection.from_pretrained)
         else:
-            self.detector = DeformableDetrForObjectDetection(DeformableDetrConfig(**detector_config))
+            config = detector_config if detector_config is not None else published_config(detector)
+            self.detector = DeformableDetrForObjectDetection(DeformableDetrConfig(**config))
         self.sam = build_sam(sam_variant, sam_checkpoint, sam_config)
         self.requires_grad_(False)
         self.num_boxes = num_boxes

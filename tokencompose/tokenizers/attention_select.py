@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.parts import Parts
@@ -35,10 +36,17 @@ class CLSAttentionSelector(VisualTokenizer):
         if self.keep is None or self.keep >= patches.shape[1]:
             tokens = patches
         else:
-            score = features.cls_attention[self.layer].mean(dim=1)  # (B, h*w): mean over heads, as FasterVLM
-            index = score.topk(self.keep, dim=1).indices.sort(dim=1).values  # original order
+            index = self.kept_patches(features)  # (B, keep)
             tokens = patches.gather(1, index[..., None].expand(-1, -1, patches.shape[-1]))
         return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
+
+    def kept_patches(self, features: EncoderOutput) -> Tensor:
+        """EncoderOutput.cls_attention[layer] (B, H, h*w) -> indices (B, keep) of the kept patches in raster order
+        (all of them when ``keep`` is None or covers the grid); what ``forward`` gathers, and the explorer shows."""
+        score = features.cls_attention[self.layer].mean(dim=1)  # (B, h*w): mean over heads, as FasterVLM
+        if self.keep is None or self.keep >= score.shape[1]:
+            return torch.arange(score.shape[1], device=score.device).expand(score.shape[0], -1)
+        return score.topk(self.keep, dim=1).indices.sort(dim=1).values  # original order
 
     def num_tokens(self, encoder: VisionEncoder, training: bool = False) -> int:
         return encoder.grid_size**2 if self.keep is None else min(self.keep, encoder.grid_size**2)

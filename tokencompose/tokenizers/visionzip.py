@@ -132,6 +132,12 @@ class VisionZipTokenizer(VisualTokenizer):
         tokens = visionzip_tokens(tokens, score, keys, self.dominant, self.contextual)
         return TokenStream(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
 
+    def dominant_patches(self, features: EncoderOutput) -> Tensor:
+        """EncoderOutput.cls_attention[layer] (B, H, h*w) -> indices (B, n) of the patches ``forward`` keeps whole
+        as dominant tokens, in raster order (n = dominant, less one for the CLS token it always keeps first)."""
+        score = features.cls_attention[self.layer].sum(dim=1)  # (B, h*w), as forward ranks them
+        return split_dominant(score, self.dominant - 1 if self.keep_cls else self.dominant)[0]
+
     def num_tokens(self, encoder: VisionEncoder, training: bool = False) -> int:
         return self.dominant + self.contextual
 
