@@ -126,7 +126,7 @@ def main() -> None:
             cost = measure_cost(model, batch, samples=args.samples, max_new_tokens=8)
         gflops = sum(cost.gflops.get(s, 0.0) for s in ("encoder", "reduction", "projector", "prefill"))
         reference = reference or gflops
-        print(f"| {name} | {tokens:.1f} | {gflops:.1f} | {gflops / reference:.2f} | {cost.ttft_ms:.0f} | {cost.decode_tokens_per_s:.1f} | "
+        print(f"| {name} | {tokens:.1f} | {gflops:.1f} | {gflops / reference:.2f} | {cost.ttft_ms.median:.0f} | {cost.decode_tokens_per_s.median:.1f} | "
               f"{cached_tokens(model, tokens, llm.model.config.num_hidden_layers) * kv_bytes_per_token(llm.model.config, 2 if dtype == torch.bfloat16 else 4) / 2**20:.2f} | "
               f"{cached_tokens(model, tokens, vicuna.num_hidden_layers) * kv_bytes_per_token(vicuna, 2) / 2**20:.1f} |", flush=True)
 

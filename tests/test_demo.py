@@ -1,6 +1,9 @@
+import platform
+from datetime import datetime, timezone
+
 from tests.recipe_utils import small_data
 from tokencompose.cli import main
-from tokencompose.eval.report import format_table, summarise
+from tokencompose.eval.report import format_table, provenance, summarise
 
 
 def test_demo_trains_both_schemes_and_prints_the_table(synthetic_root, tmp_path, capsys, monkeypatch):
@@ -12,7 +15,17 @@ def test_demo_trains_both_schemes_and_prints_the_table(synthetic_root, tmp_path,
     assert "Mask-LLaVA" in table and "LLaVA-1.5" in table
     rows = [line for line in table.splitlines() if line.startswith("| Mask") or line.startswith("| LLaVA")]
     assert rows[0].split("|")[2].strip().endswith("(11)") and rows[1].split("|")[2].strip() == "64.0 (64)"
-    assert table in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    header, _, written = table.partition("\n\n")  # the file is what was printed: the provenance line, the table
+    assert header in printed and written.strip() in printed
+    assert header.startswith("Measured by `tokencompose demo --trainer.max_steps 3 ") and " UTC; machine: " in header
+    assert datetime.now(timezone.utc).strftime("%Y-%m-%d") in header and f"Python {platform.python_version()}" in header
+
+
+def test_the_provenance_line_names_command_date_and_machine():
+    line = provenance("tokencompose demo", datetime(2026, 3, 4, 5, 6, tzinfo=timezone.utc))
+    assert line.startswith("Measured by `tokencompose demo` on 2026-03-04 05:06 UTC; machine: ")
+    assert " cores" in line and "torch " in line
 
 
 def test_summary_counts_per_question_type():

@@ -42,6 +42,7 @@ from tokencompose.data.shards import (
 )
 from tokencompose.encoders.base import VisionEncoder
 from tokencompose.masks.annotator import ObjectAnnotator
+from tokencompose.progress import LineMeter, meter
 from tokencompose.types import ObjectMasks
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class AnnotateJob(L.LightningModule):
             _write_json(_report_path(target), report.__dict__)
             return report
         pending = [s for s in samples if "out" not in s]
-        with tqdm(total=len(pending), unit="img", desc=target.name, leave=False) as progress:
+        with meter(len(pending), target.name, unit="img", leave=False) as progress:
             self._annotate(pending, progress)
         report.samples_out, report.annotated = len(samples), len(pending)
         _write_json(_report_path(target), report.__dict__)  # before the shard: a shard on disk always has one
@@ -219,7 +220,7 @@ class AnnotateJob(L.LightningModule):
         valid = stacked.flatten(2).any(-1)
         return pixels, ObjectMasks(stacked.to(self.device), valid.float().to(self.device), valid.to(self.device))
 
-    def _annotate(self, samples: list[dict[str, Any]], progress: tqdm) -> None:
+    def _annotate(self, samples: list[dict[str, Any]], progress: tqdm | LineMeter) -> None:
         """Sets each sample's ``out``: its members plus masks, embeddings and the objects in its JSON."""
         for start in range(0, len(samples), self.batch_size):
             chunk = samples[start : start + self.batch_size]

@@ -75,7 +75,19 @@ def model_recipe(model_config: Any) -> str:
     return yaml.safe_dump({"model": recipe}, sort_keys=False)
 
 
-class TokenComposeCLI(LightningCLI):
+class _DefaultProgress:
+    """Adds ``default_progress_bar()`` (a bar on a terminal, plain lines in a log file) to a LightningCLI's
+    trainer unless the recipe names a progress bar or turns progress off."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        from tokencompose.callbacks import with_default_progress
+
+        config = self._get(self.config_init, "trainer", default={})  # type: ignore[attr-defined]
+        kwargs.setdefault("callbacks", with_default_progress(config.get("callbacks"), config.get("enable_progress_bar")))
+        return super().instantiate_trainer(**kwargs)  # type: ignore[misc]
+
+
+class TokenComposeCLI(_DefaultProgress, LightningCLI):
     """LightningCLI for ``VLM`` + ``ShardDataModule``; recipes are its YAML configs."""
 
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
@@ -140,7 +152,7 @@ def check_recipe_args(args: Sequence[str]) -> None:
     ParseOnlyCLI(args=[*args, "--trainer.logger", "false"], run=False)
 
 
-class AnnotateCLI(LightningCLI):
+class AnnotateCLI(_DefaultProgress, LightningCLI):
     """LightningCLI for the annotate job (``AnnotateJob`` + ``ShardListDataModule``); MaskInversion needs autograd."""
 
     def __init__(self, args: Any = None, **kwargs: Any) -> None:

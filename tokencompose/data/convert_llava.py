@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from tqdm import tqdm
+
+from tokencompose.progress import meter
 
 MANIFEST = "manifest.json"
 LOCK = ".convert.lock"
@@ -344,7 +345,7 @@ def convert_llava(json_file: str, images: str, out: str, shard_bytes: int = 256 
                                  initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_write_plan, out_dir, root, p) for p in pending]  # forks before tqdm's thread
             try:
-                with tqdm(total=len(plans), initial=len(plans) - len(pending), unit="shard", desc="convert") as bar:
+                with meter(len(plans), "convert", unit="shard", initial=len(plans) - len(pending)) as bar:
                     for future in as_completed(futures):
                         name, tmp, info = future.result()
                         os.replace(tmp, out_dir / name)

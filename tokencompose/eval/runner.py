@@ -24,6 +24,7 @@ from tokencompose.eval.benchmarks import Benchmark, get_benchmark
 from tokencompose.eval.cost import Cost, measure_cost
 from tokencompose.eval.records import Tally, load_records, unique_shards
 from tokencompose.eval.scorers import NO_REFERENCES, Scorer
+from tokencompose.progress import meter
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,17 @@ def _predict_distributed(model, data: ShardDataModule, trainer) -> list[dict[str
     return records
 
 
-def _predict_local(model, data: ShardDataModule, writer: PredictionWriter) -> Any:
-    """Answers batch by batch in this process, each batch written at once. Returns the first batch (for cost)."""
+def _predict_local(model, data: ShardDataModule, writer: PredictionWriter, samples: int, desc: str) -> Any:
+    """Answers batch by batch in this process, each batch written at once, progress shown against ``samples``.
+    Returns the first batch (for cost)."""
     first_batch = None
-    for index, batch in enumerate(data.predict_dataloader()):
-        batch = move_data_to_device(batch, model.device)
-        first_batch = batch if first_batch is None else first_batch
-        with torch.inference_mode(not model.needs_autograd):  # online MaskInversion needs autograd
-            writer.add(model.predict_step(batch, index))
+    with meter(samples, desc, unit="sample") as progress:
+        for index, batch in enumerate(data.predict_dataloader()):
+            batch = move_data_to_device(batch, model.device)
+            first_batch = batch if first_batch is None else first_batch
+            with torch.inference_mode(not model.needs_autograd):  # online MaskInversion needs autograd
+                writer.add(model.predict_step(batch, index))
+            progress.update(len(batch))
     return first_batch
 
 
@@ -161,7 +165,7 @@ def evaluate(model, benchmark: str, shards: str | list[str], out: str | Path, ba
             writer.add(_predict_distributed(model, data, trainer))
             cost_samples = 0  # per-sample cost is measured in a single process
         else:
-            first_batch = _predict_local(model, data, writer)
+            first_batch = _predict_local(model, data, writer, len(references), f"eval {benchmark}")
     records = list(writer.records.values())
     for key in references.keys() - writer.records.keys():
         tally.add("sample not predicted (skipped while reading; see the log)", str(references[key].get("id", key)))

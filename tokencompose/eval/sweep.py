@@ -12,7 +12,9 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from tokencompose.eval.plots import group_by_scheme, plot_sweep
 from tokencompose.eval.runner import EvalResult, evaluate
+from tokencompose.progress import meter
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -60,13 +62,11 @@ def row(point: dict[str, str], results: list[EvalResult], slots: int) -> dict[st
     return out
 
 
-def write_outputs(rows: list[dict[str, Any]], out: Path, score_key: str) -> dict[str, Path]:
-    """CSV + Markdown + two plots (score and time to first token against visual tokens)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def write_outputs(rows: list[dict[str, Any]], out: Path, score_key: str, grid_keys: list[str] | None = None,
+                  scheme: str = "recipe") -> dict[str, Path]:
+    """CSV + Markdown + plots (``tokencompose.eval.plots``: score against visual tokens and GFLOPs with the Pareto
+    front, time to first token; the first grid key is the budget each point is labelled with, the other keys
+    split the points into series)."""
     out.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(k for r in rows for k in r))
     with (out / "sweep.csv").open("w", newline="") as f:
@@ -78,18 +78,8 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, score_key: str) -> dict
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in shown) + " |" for r in sorted(rows, key=lambda r: -r["visual_tokens"])]
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
-    paths = {"csv": out / "sweep.csv", "markdown": out / "sweep.md"}
-    for y, name in ((score_key, "score_vs_tokens.png"), ("ttft_ms", "latency_vs_tokens.png")):
-        if all(y in r for r in rows):
-            fig, ax = plt.subplots(figsize=(4.5, 3.2))
-            ax.scatter([r["visual_tokens"] for r in rows], [r[y] for r in rows])
-            ax.set_xlabel("visual tokens per image")
-            ax.set_ylabel(y)
-            fig.tight_layout()
-            fig.savefig(out / name)
-            plt.close(fig)
-            paths[name] = out / name
-    return paths
+    series, labels = group_by_scheme(rows, [k for k in grid_keys or [] if all(k in r for r in rows)], scheme)
+    return {"csv": out / "sweep.csv", "markdown": out / "sweep.md", **plot_sweep(series, labels, score_key, out)}
 
 
 def sweep(recipe_args: list[str], checkpoint: str | None, benchmarks: list[tuple[str, str]],
@@ -101,12 +91,15 @@ def sweep(recipe_args: list[str], checkpoint: str | None, benchmarks: list[tuple
     points = grid_points(grid) or [{}]
     for point in points:  # every point's overrides are checked before the first prediction
         check_recipe_args([*recipe_args, *override_args(point)])
-    for point in points:
-        model = build_model(recipe_args, point, checkpoint)
-        name = "_".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items()) or "recipe"
-        results = [evaluate(model, benchmark, shards, out / name, batch_size, cost_samples if i == 0 else 0)
-                   for i, (benchmark, shards) in enumerate(benchmarks)]
-        rows.append(row(point, results, sum(model.visual_tokens_per_image().values())))
+    with meter(len(points), "sweep", unit="point") as progress:
+        for point in points:
+            model = build_model(recipe_args, point, checkpoint)
+            name = "_".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items()) or "recipe"
+            results = [evaluate(model, benchmark, shards, out / name, batch_size, cost_samples if i == 0 else 0)
+                       for i, (benchmark, shards) in enumerate(benchmarks)]
+            rows.append(row(point, results, sum(model.visual_tokens_per_image().values())))
+            progress.update(1)
     score_key = next((k for k in rows[0] if k.startswith(f"{benchmarks[0][0]}/")), "visual_tokens")
-    write_outputs(rows, out, score_key)
+    configs = [recipe_args[i + 1] for i, a in enumerate(recipe_args[:-1]) if a == "--config"]
+    write_outputs(rows, out, score_key, list(grid), Path(configs[-1]).stem if configs else "recipe")
     return rows

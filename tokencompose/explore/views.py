@@ -102,14 +102,15 @@ def look(model: VLM, image: ImageInput, question: str, chosen_object: int = 0) -
     """``model``'s answer to ``question`` about ``image`` (``tokencompose.ask``), its cost and what it keeps.
 
     ``chosen_object``: which kept object (0 = the best) to draw the MaskInversion map of. The cost is
-    ``measure_cost``'s on the same one-sample batch (one warm-up, one timed run, one FLOP-counting run).
+    ``measure_cost``'s on the same one-sample batch (one warm-up, the median of three timed runs, one FLOP-counting
+    run; decode speed is not shown, so its fixed-length decode is the shortest).
     Raises ValueError as ``ask`` does (a model that needs stored masks, a bad image).
     """
     answer = ask(model, image, question)
     batch = question_batch(model, image, question)
-    cost = measure_cost(model, batch, samples=1)
+    cost = measure_cost(model, batch, samples=1, repeats=3, decode_steps=2)
     pixels = batch.pixels[:1]  # (1, 3, S, S)
-    view = Look(answer=answer, ttft_ms=cost.ttft_ms, prefill_gflops=cost.gflops.get("prefill", 0.0),
+    view = Look(answer=answer, ttft_ms=cost.ttft_ms.median, prefill_gflops=cost.gflops.get("prefill", 0.0),
                 image=to_uint8(pixels[0], model))
     objects = image_objects(model, pixels, batch.objects)
     if objects is not None:

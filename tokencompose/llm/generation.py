@@ -53,10 +53,13 @@ def greedy_generate(
     use_cache: bool = True,
     profiler: StageProfiler | None = None,
     stepper: Stepper | None = None,
+    stop_at_eos: bool = True,
 ) -> Tensor:
     """Left-padded fused prompt (B, L, D) -> generated ids (B, max_new_tokens); after EOS a row emits pad.
 
     Positions come from the attention mask, so the tokens a row gets do not depend on the rest of the batch.
+    ``stop_at_eos=False`` runs all ``max_new_tokens`` steps whatever is emitted (a fixed-length decode, for
+    measuring decode speed when answers end after a token or two).
     """
     stepper = stepper if stepper is not None else PlainStepper(lm, prompt, use_cache)
     eos = lm.text_tokenizer.eos_token_id
@@ -69,7 +72,8 @@ def greedy_generate(
             logits = stepper.first() if step == 0 else stepper.next(lm.embed(generated[-1][:, None]), last_position)
             next_ids = logits.argmax(-1).masked_fill(done, pad)  # (B,)
         generated.append(next_ids)
-        done |= next_ids == eos
+        if stop_at_eos:
+            done |= next_ids == eos
         if bool(done.all()):
             break
         last_position = last_position + 1
