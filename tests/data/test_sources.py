@@ -89,7 +89,8 @@ def test_convert_then_fit_on_the_converted_directory(tmp_path):
     args = ["--config", str(REPO / "recipes/tiny/llava15.yaml"), "--data.train", str(out), "--data.val", str(out),
             "--data.batch_size", "2", "--data.num_workers", "0", "--trainer.max_steps", "3",
             "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1", "--trainer.logger", "false",
-            "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path / "runs")]
+            "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
+            "--trainer.default_root_dir", str(tmp_path / "runs")]
     cli = TokenComposeCLI(args=args, run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 3
