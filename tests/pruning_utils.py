@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+from torch.testing import assert_close
 
-from tokencompose.llm import FusedInputs
+from tokencompose.llm import FusedInputs, PlainDecoding
 
 
 def sharpen(model, factor=8.0):
@@ -22,3 +23,16 @@ def one_row(prompt, row):
     valid = prompt.attention_mask[row].bool()
     return FusedInputs(prompt.inputs_embeds[row, valid][None], prompt.attention_mask[row, valid][None],
                        prompt.position_ids[row, valid][None], None, visual_kind=prompt.visual_kind[row, valid][None])
+
+
+def assert_no_pruning_is_plain(model, make_batch):
+    """A pruning policy set to keep everything: its first logits = the plain LLM's on the same prompt, and its
+    greedy answers = plain decoding's. Returns the prompt and the plain logits (B, V) for further checks."""
+    policy, batch = model.decoding, make_batch(model, count=3)
+    prompt = model.fuse(batch, for_generation=True)
+    plain = model.llm(prompt.inputs_embeds, prompt.attention(), prompt.position_ids).logits[:, -1]
+    assert_close(policy.stepper(model.llm, prompt, use_cache=True).first(), plain, atol=1e-5, rtol=1e-4)
+    pruned, model.decoding = model.generate(batch, max_new_tokens=4), PlainDecoding()
+    assert pruned == model.generate(batch, max_new_tokens=4)
+    model.decoding = policy
+    return prompt, plain

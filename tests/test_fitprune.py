@@ -20,11 +20,11 @@ from torch.testing import assert_close
 from transformers import LlamaModel
 
 from tests.conftest import TINY_LLAMA, build_mask_llava
-from tests.pruning_utils import one_row, sharpen
+from tests.pruning_utils import assert_no_pruning_is_plain, one_row, sharpen
 from tests.recipe_utils import REPO, small_data
 from tokencompose.cli import Tool, run_tool
 from tokencompose.data import ShardDataModule
-from tokencompose.llm import CausalLM, FitPrune, PlainDecoding, greedy_generate
+from tokencompose.llm import CausalLM, FitPrune, greedy_generate
 from tokencompose.llm.fitprune import fitprune_scores
 from tokencompose.llm.fitprune_fit import LLMDims, fitprune_fit
 from tokencompose.llm.visual_pruning import compact, lowest_visual
@@ -45,12 +45,7 @@ def fitprune_model(text_tokenizer, schedule, layers=2, attn="eager", decoding=No
 # ---------------------------------------------------------------------------------------------- inference
 def test_all_zero_schedule_is_no_pruning(text_tokenizer, make_batch):
     model = fitprune_model(text_tokenizer, [0, 0])
-    batch = make_batch(model, count=3)
-    prompt = model.fuse(batch, for_generation=True)
-    plain = model.llm(prompt.inputs_embeds, prompt.attention(), prompt.position_ids).logits[:, -1]
-    assert_close(model.decoding.stepper(model.llm, prompt, use_cache=True).first(), plain, atol=1e-5, rtol=1e-4)
-    pruned, model.decoding = model.generate(batch, max_new_tokens=4), PlainDecoding()
-    assert pruned == model.generate(batch, max_new_tokens=4)
+    prompt, plain = assert_no_pruning_is_plain(model, make_batch)
     model.decoding = FitPrune(schedule=[32, 0])  # the same check sees a real deletion
     assert not torch.allclose(model.decoding.stepper(model.llm, prompt, use_cache=True).first(), plain, atol=1e-3)
 

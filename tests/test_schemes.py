@@ -10,8 +10,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.testing import assert_close
 
 from tests.conftest import build_mask_llava
+from tests.pruning_utils import assert_no_pruning_is_plain
 from tests.recipe_utils import REPO, ParseOnlyCLI, small_data
-from tokencompose.llm import HideBehindStream, ModalityPreFusion, PlainDecoding
+from tokencompose.llm import HideBehindStream, ModalityPreFusion
 from tokencompose.recipes import TokenComposeCLI
 from tokencompose.tokenizers import (
     AverageOverBudgets,
@@ -204,13 +205,7 @@ def fastv_model(text_tokenizer, drop_ratio=0.5, layer=1, rerank_each_step=False)
 
 
 def test_fastv_with_ratio_zero_is_no_pruning(text_tokenizer, make_batch):
-    model = fastv_model(text_tokenizer, drop_ratio=0.0)
-    batch = make_batch(model, count=3)
-    prompt = model.fuse(batch, for_generation=True)
-    plain = model.llm(prompt.inputs_embeds, prompt.attention(), prompt.position_ids).logits[:, -1]
-    assert_close(model.decoding.stepper(model.llm, prompt, use_cache=True).first(), plain, atol=1e-5, rtol=1e-4)
-    pruned, model.decoding = model.generate(batch, max_new_tokens=4), PlainDecoding()
-    assert pruned == model.generate(batch, max_new_tokens=4)
+    assert_no_pruning_is_plain(fastv_model(text_tokenizer, drop_ratio=0.0), make_batch)
 
 
 def test_fastv_drops_the_least_attended_visual_tokens(text_tokenizer, make_batch):
