@@ -92,3 +92,13 @@ def test_sweep_takes_several_benchmarks_like_eval(synthetic_root, tmp_path):
                  "--grid", "model.tokenizers.patch.grid=2,1", "--out", str(tmp_path / "sweep"), *small_data(synthetic_root)])
     assert len(rows) == 2 and all("shapes/score" in r and "pope/accuracy" in r for r in rows)
     assert [r["visual_token_slots"] for r in rows] == [4, 1]
+
+
+@pytest.mark.parametrize("argv", [["ask", "--ckpt_path", "missing.ckpt", "--image", "x.jpg", "--question", "q"],
+                                  ["plan", "--config", "missing.yaml"], ["recipes", "copy", "no_such_recipe", "out"]])
+def test_a_missing_path_ends_the_command_with_its_message_not_a_traceback(argv, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "tokencompose", *argv], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=300)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and out.stderr.startswith("tokencompose: ")
+    assert argv[2] in out.stderr  # the path the user gave is named

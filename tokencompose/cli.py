@@ -172,13 +172,13 @@ def annotate(recipe: list[str]) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Run one command; weights that cannot be loaded end it with the error's message (the recipe key, the fetch
-    command), not a traceback."""
+    """Run one command; weights that cannot be loaded and missing files end it with the error's message (the
+    recipe key or flag, the path, the fetch command), not a traceback."""
     from tokencompose.hub import WeightsUnavailable
 
     try:
         return dispatch(sys.argv[1:] if argv is None else list(argv))
-    except WeightsUnavailable as error:
+    except (WeightsUnavailable, FileNotFoundError) as error:
         print(f"tokencompose: {error}", file=sys.stderr)
         sys.exit(1)
 
