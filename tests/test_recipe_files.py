@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,15 @@ from tests.recipe_utils import REPO
 from tokencompose.cli import main
 
 PYTHON = sys.executable
+
+
+def test_the_installed_script_exits_0_after_a_command_that_returns_a_value(tmp_path):
+    """The console script runs ``sys.exit(entry())``: an entry returning the command's value (here the list of
+    recipes) printed it and exited 1 after every successful fit, ask or list."""
+    script = Path(PYTHON).parent / "tokencompose"
+    out = subprocess.run([str(script), "recipes", "list"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "[" not in out.stderr
 
 
 def test_recipes_list_names_every_shipped_recipe_without_loading_torch(tmp_path):

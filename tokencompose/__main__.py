@@ -1,5 +1,5 @@
 """``python -m tokencompose``: the same entry point as the ``tokencompose`` command."""
 
-from tokencompose.cli import main
+from tokencompose.cli import console
 
-main()
+console()

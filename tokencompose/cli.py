@@ -183,6 +183,12 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(1)
 
 
+def console() -> None:
+    """The ``tokencompose`` script and ``python -m tokencompose``: ``main`` without its return value, which
+    ``sys.exit`` would print and turn into exit status 1 (a finished fit or ask must exit 0)."""
+    main()
+
+
 def dispatch(argv: list[str]) -> Any:
     command = argv[0] if argv else "--help"
     if command in ("-h", "--help"):
